@@ -1,0 +1,74 @@
+"""Runs in every Python process through `sglang_sage_ext.pth` (site-packages root).
+
+SGLang starts its schedulers with the `spawn` start method, so a patch made in the launching
+process never reaches the process that builds the attention backend. `site` executes `.pth`
+files in every interpreter, spawned children included; this module puts a tiny finder on
+`sys.meta_path` that waits for the first `import sglang` and only then imports wrapt and
+registers the post-import hooks of `sglang_sage_ext.hooks`.
+
+Rules: import nothing but `sys` and `os` here (interpreter start must stay under 5 ms),
+never raise, and do nothing when SGLANG_SAGE_EXT_DISABLE is set to a true value.
+"""
+
+import os
+import sys
+
+DISABLE_ENV = "SGLANG_SAGE_EXT_DISABLE"
+_TRUE = ("1", "true", "yes", "on")
+
+#: What happened at interpreter start; `sglang-sage doctor` prints it.
+state = {"bootstrap": "not run"}
+
+
+def disabled() -> bool:
+    """True when the user switched the extension off for this process tree."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in _TRUE
+
+
+class _FirstSglangImport:
+    """A meta-path finder that never finds anything: it only notices `import sglang`."""
+
+    fired = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        # Never edit sys.meta_path from here: the import system is iterating over it.
+        if not self.fired and (fullname == "sglang" or fullname.startswith("sglang.")):
+            self.fired = True
+            _install_hooks("first import of sglang")
+        return None
+
+    def invalidate_caches(self):
+        pass
+
+
+_finder = _FirstSglangImport()
+
+
+def _install_hooks(trigger: str) -> None:
+    try:
+        from sglang_sage_ext import hooks
+
+        hooks.install()
+        state["bootstrap"] = f"hooks installed ({trigger})"
+    except Exception as exc:  # never break the user's interpreter
+        state["bootstrap"] = f"failed: {type(exc).__name__}: {exc}"
+        if os.environ.get("SGLANG_SAGE_EXT_DEBUG"):
+            sys.stderr.write(f"[sglang-sage-ext] bootstrap failed: {exc!r}\n")
+
+
+def activate() -> None:
+    """Arm the bootstrap in this process (idempotent)."""
+    if disabled():
+        state["bootstrap"] = f"disabled by {DISABLE_ENV}"
+        return
+    if "sglang" in sys.modules:
+        _install_hooks("sglang already imported")
+    elif _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+        state["bootstrap"] = "armed (waiting for import sglang)"
+
+
+try:
+    activate()
+except Exception:  # pragma: no cover - the bootstrap must never raise at interpreter start
+    pass

@@ -1,0 +1,202 @@
+"""When the Sage path is exact enough to use, and why not otherwise (the fallback decision table).
+
+SageAttention 1.0.6's causal mask is top-left aligned and its varlen kernel has no paged-KV
+input, so it is only correct for extend batches where every request starts at position 0
+(no radix-cache prefix, not a later chunk of a chunked prefill). Every other batch runs on
+SGLang's exact Triton extend kernel. Nothing here imports SGLang; inputs are plain values.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sglang_sage_ext.compat import HeadConfig
+
+FORCE_FALLBACK_ENV = "SGLANG_SAGE_FORCE_FALLBACK"
+MIN_TOKENS_ENV = "SGLANG_SAGE_MIN_TOKENS"
+#: Below this many new tokens in a batch the Triton kernel is used: Sage's quantization
+#: pass costs more than it saves there, and a single token smoothed by its own mean
+#: quantizes to a zero scale (0/0 in sageattention 1.0.6's per-block int8 quantizer).
+DEFAULT_MIN_TOKENS = 16
+
+SAGE_HEAD_DIMS = (64, 128)  # sageattn_varlen 1.0.6 asserts head_dim in [64, 128]
+SAGE_DTYPES = ("float16", "bfloat16")
+SAGE_FORWARD_MODES = ("EXTEND", "MIXED")
+
+
+class Reason(str, enum.Enum):
+    """Why an extend call ran on the exact Triton kernel instead of Sage."""
+
+    # process-wide: decided once when the backend is built
+    FORCED_OFF = "forced_off"
+    NO_CUDA = "no_cuda"
+    GPU_TOO_OLD = "gpu_older_than_sm80"
+    SAGEATTENTION_UNAVAILABLE = "sageattention_unavailable"
+    MODEL_DTYPE = "model_dtype"
+    # per layer or per batch
+    FORWARD_MODE = "forward_mode"
+    GRAPH_CAPTURE = "cuda_graph_capture"
+    DTYPE = "dtype"
+    HEAD_DIM = "head_dim"
+    GQA_RATIO = "gqa_ratio"
+    NOT_CAUSAL = "not_causal"
+    SLIDING_WINDOW = "sliding_window"
+    LOGIT_CAP = "logit_cap"
+    SINKS_OR_SCORE_MOD = "sinks_or_score_mod"
+    XAI_TEMPERATURE = "xai_temperature"
+    CACHED_PREFIX = "cached_prefix"
+    PREFIX_UNKNOWN = "prefix_lens_unknown"
+    SHORT_EXTEND = "short_extend"
+    CUSTOM_MASK = "custom_mask"
+    LSE_OR_SKIP = "lse_or_skip"
+    TRITON_ONLY_BRANCH = "triton_only_branch"
+
+
+#: What each reason means and how a user gets Sage back, for logs and `doctor`.
+EXPLAIN: dict[Reason, str] = {
+    Reason.FORCED_OFF: f"{FORCE_FALLBACK_ENV}=1 forces the exact Triton path; unset it to use Sage",
+    Reason.NO_CUDA: "not running on a CUDA GPU (e.g. --device cpu); Sage needs an NVIDIA GPU",
+    Reason.GPU_TOO_OLD: "SageAttention needs compute capability 8.0+ (Ampere or newer)",
+    Reason.SAGEATTENTION_UNAVAILABLE: "sageattention>=1.0.6 is not importable; "
+    "fix: pip install 'sageattention>=1.0.6'",
+    Reason.MODEL_DTYPE: "model dtype is not float16/bfloat16; fix: --dtype bfloat16",
+    Reason.FORWARD_MODE: "not a plain extend (speculative verify/draft, DLLM, ...)",
+    Reason.GRAPH_CAPTURE: "inside CUDA-graph capture",
+    Reason.DTYPE: "query dtype is not float16/bfloat16",
+    Reason.HEAD_DIM: "head_dim not in (64, 128) or qk/v head dims differ",
+    Reason.GQA_RATIO: "query heads are not a multiple of KV heads",
+    Reason.NOT_CAUSAL: "non-causal attention (cross-attention, encoder-only, bidirectional)",
+    Reason.SLIDING_WINDOW: "sliding-window layer",
+    Reason.LOGIT_CAP: "logit soft-capping",
+    Reason.SINKS_OR_SCORE_MOD: "attention sinks or score_mod",
+    Reason.XAI_TEMPERATURE: "xai temperature scaling",
+    Reason.CACHED_PREFIX: "a request in the batch has a cached prefix (radix-cache hit or a "
+    "later chunk of chunked prefill); Sage 1.0.6's causal mask is top-left aligned",
+    Reason.PREFIX_UNKNOWN: "the batch carries no CPU prefix lengths",
+    Reason.SHORT_EXTEND: f"fewer new tokens than {MIN_TOKENS_ENV} (default {DEFAULT_MIN_TOKENS})",
+    Reason.CUSTOM_MASK: "custom attention mask",
+    Reason.LSE_OR_SKIP: "the caller needs the LSE or a split prefix/extend pass",
+    Reason.TRITON_ONLY_BRANCH: "SGLang took a Triton-only branch (deterministic mode, DCP, "
+    "split-KV verify)",
+}
+
+PROCESS_WIDE = frozenset(
+    {
+        Reason.FORCED_OFF,
+        Reason.NO_CUDA,
+        Reason.GPU_TOO_OLD,
+        Reason.SAGEATTENTION_UNAVAILABLE,
+        Reason.MODEL_DTYPE,
+    }
+)
+
+
+def forced_off() -> bool:
+    """The documented switch that sends every extend batch to the exact Triton kernel."""
+    return os.environ.get(FORCE_FALLBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def min_tokens() -> int:
+    """Smallest number of new tokens in a batch that Sage handles."""
+    try:
+        return max(1, int(os.environ.get(MIN_TOKENS_ENV, DEFAULT_MIN_TOKENS)))
+    except ValueError:
+        return DEFAULT_MIN_TOKENS
+
+
+def process_reason(
+    *,
+    device_type: str,
+    capability: tuple[int, int] | None,
+    sageattention_ok: bool,
+    model_dtype: str,
+) -> Reason | None:
+    """The reason Sage can never run in this process, or None."""
+    if forced_off():
+        return Reason.FORCED_OFF
+    if device_type != "cuda":
+        return Reason.NO_CUDA
+    if capability is None or capability < (8, 0):
+        return Reason.GPU_TOO_OLD
+    if not sageattention_ok:
+        return Reason.SAGEATTENTION_UNAVAILABLE
+    if model_dtype not in SAGE_DTYPES:
+        return Reason.MODEL_DTYPE
+    return None
+
+
+def extend_reason(
+    *,
+    forward_mode: str,
+    capturing: bool,
+    dtype: str,
+    head: HeadConfig,
+    is_cross_attention: bool,
+    sliding_window_size: int | None,
+    logit_cap: float | None,
+    xai_temperature_len: int | None,
+    extra_kwargs: Mapping[str, Any],
+    prefix_lens: Iterable[int] | None,
+    num_tokens: int,
+    min_new_tokens: int,
+) -> Reason | None:
+    """The reason one layer's extend call must use Triton, or None when Sage is exact."""
+    if forward_mode not in SAGE_FORWARD_MODES:
+        return Reason.FORWARD_MODE
+    if capturing:
+        return Reason.GRAPH_CAPTURE
+    if dtype not in SAGE_DTYPES:
+        return Reason.DTYPE
+    if head.qk_head_dim != head.v_head_dim or head.qk_head_dim not in SAGE_HEAD_DIMS:
+        return Reason.HEAD_DIM
+    if head.k_heads <= 0 or head.q_heads % head.k_heads or head.k_heads != head.v_heads:
+        return Reason.GQA_RATIO
+    if is_cross_attention:
+        return Reason.NOT_CAUSAL
+    if sliding_window_size is not None and sliding_window_size > -1:
+        return Reason.SLIDING_WINDOW
+    if logit_cap:
+        return Reason.LOGIT_CAP
+    if any(extra_kwargs.get(name) is not None for name in ("sinks", "score_mod", "aux_tensors")):
+        return Reason.SINKS_OR_SCORE_MOD
+    if xai_temperature_len is not None and xai_temperature_len > 0:
+        return Reason.XAI_TEMPERATURE
+    if prefix_lens is None:
+        return Reason.PREFIX_UNKNOWN
+    if any(int(n) for n in prefix_lens):
+        return Reason.CACHED_PREFIX
+    if num_tokens < min_new_tokens:
+        return Reason.SHORT_EXTEND
+    return None
+
+
+def kernel_reason(params: Mapping[str, Any]) -> Reason | None:
+    """Re-check the arguments SGLang actually passed to its extend kernel.
+
+    `params` holds only the arguments given (`inspect.BoundArguments.arguments`), so the
+    kernel's defaults are assumed for the rest.
+    """
+    if params.get("custom_mask") is not None:
+        return Reason.CUSTOM_MASK
+    if not params.get("is_causal", True):
+        return Reason.NOT_CAUSAL
+    window = params.get("sliding_window_size", -1)
+    if window is not None and window > -1:
+        return Reason.SLIDING_WINDOW
+    if params.get("logit_cap") or 0.0:
+        return Reason.LOGIT_CAP
+    if any(params.get(name) is not None for name in ("sinks", "score_mod", "aux_tensors")):
+        return Reason.SINKS_OR_SCORE_MOD
+    xai = params.get("xai_temperature_len", -1)
+    if xai is not None and xai > 0:
+        return Reason.XAI_TEMPERATURE
+    if (
+        params.get("lse_extend") is not None
+        or params.get("skip_prefix")
+        or params.get("skip_extend")
+    ):
+        return Reason.LSE_OR_SKIP
+    return None
