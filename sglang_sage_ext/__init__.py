@@ -1,4 +1,4 @@
-"""sglang-sage-ext: SageAttention's 8-bit attention as the `sage_attn` backend of an unmodified SGLang.
+"""sglang-sage-ext: SageAttention 8-bit attention as SGLang's `sage_attn` attention backend.
 
 This module is imported by the `.pth` bootstrap in every Python process, so it must stay tiny:
 no imports here. The real work lives in `_bootstrap` (hooks), `patches` (patch points),

@@ -68,7 +68,7 @@ def activate() -> None:
         state["bootstrap"] = "armed (waiting for import sglang)"
 
 
-try:
+try:  # noqa: SIM105 - contextlib would cost import time at every interpreter start
     activate()
-except Exception:  # pragma: no cover - the bootstrap must never raise at interpreter start
+except Exception:  # pragma: no cover - the bootstrap must never raise
     pass

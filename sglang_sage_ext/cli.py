@@ -17,9 +17,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--no-spawn", is_flag=True, help="Skip the check in a freshly spawned interpreter."
-)
+@click.option("--no-spawn", is_flag=True, help="Skip the check in a freshly spawned interpreter.")
 def doctor(as_json: bool, no_spawn: bool) -> None:
     """Check that `--attention-backend sage_attn` works here, and say how to fix what does not.
 
