@@ -1,0 +1,128 @@
+"""The Sage-or-Triton decision table, one row per reason, plus the all-clear row."""
+
+from __future__ import annotations
+
+import pytest
+
+from sglang_sage_ext import fallback
+from sglang_sage_ext.compat import HeadConfig
+from sglang_sage_ext.fallback import Reason
+
+GOOD_HEAD = HeadConfig(q_heads=32, k_heads=8, v_heads=8, qk_head_dim=128, v_head_dim=128)
+
+
+def decide(**overrides):
+    values = dict(
+        forward_mode="EXTEND",
+        capturing=False,
+        dtype="bfloat16",
+        head=GOOD_HEAD,
+        is_cross_attention=False,
+        sliding_window_size=-1,
+        logit_cap=0.0,
+        xai_temperature_len=-1,
+        extra_kwargs={},
+        prefix_lens=[0, 0],
+        num_tokens=4096,
+        min_new_tokens=16,
+    )
+    values.update(overrides)
+    return fallback.extend_reason(**values)
+
+
+def test_prefix_free_causal_extend_takes_sage():
+    assert decide() is None
+    assert decide(forward_mode="MIXED", dtype="float16") is None
+    assert decide(head=HeadConfig(8, 2, 2, 64, 64), sliding_window_size=None) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"forward_mode": "TARGET_VERIFY"}, Reason.FORWARD_MODE),
+        ({"forward_mode": "DRAFT_EXTEND"}, Reason.FORWARD_MODE),
+        ({"forward_mode": "DLLM_EXTEND"}, Reason.FORWARD_MODE),
+        ({"capturing": True}, Reason.GRAPH_CAPTURE),
+        ({"dtype": "float32"}, Reason.DTYPE),
+        ({"head": HeadConfig(32, 8, 8, 96, 96)}, Reason.HEAD_DIM),
+        ({"head": HeadConfig(32, 8, 8, 256, 256)}, Reason.HEAD_DIM),
+        ({"head": HeadConfig(16, 16, 16, 192, 128)}, Reason.HEAD_DIM),
+        ({"head": HeadConfig(12, 8, 8, 128, 128)}, Reason.GQA_RATIO),
+        ({"is_cross_attention": True}, Reason.NOT_CAUSAL),
+        ({"sliding_window_size": 4096}, Reason.SLIDING_WINDOW),
+        ({"logit_cap": 30.0}, Reason.LOGIT_CAP),
+        ({"extra_kwargs": {"sinks": object()}}, Reason.SINKS_OR_SCORE_MOD),
+        ({"extra_kwargs": {"score_mod": object()}}, Reason.SINKS_OR_SCORE_MOD),
+        ({"xai_temperature_len": 512}, Reason.XAI_TEMPERATURE),
+        ({"prefix_lens": None}, Reason.PREFIX_UNKNOWN),
+        ({"prefix_lens": [0, 4096]}, Reason.CACHED_PREFIX),
+        ({"num_tokens": 15}, Reason.SHORT_EXTEND),
+    ],
+)
+def test_each_reason_falls_back(overrides, reason):
+    assert decide(**overrides) is reason
+
+
+def test_prefix_beats_length_and_mode_beats_everything():
+    assert decide(prefix_lens=[5], num_tokens=1) is Reason.CACHED_PREFIX
+    assert decide(forward_mode="DECODE", capturing=True, dtype="float32") is Reason.FORWARD_MODE
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({}, None),
+        ({"is_causal": True, "custom_mask": None, "sliding_window_size": -1}, None),
+        ({"custom_mask": object()}, Reason.CUSTOM_MASK),
+        ({"is_causal": False}, Reason.NOT_CAUSAL),
+        ({"sliding_window_size": 128}, Reason.SLIDING_WINDOW),
+        ({"logit_cap": 50.0}, Reason.LOGIT_CAP),
+        ({"sinks": object()}, Reason.SINKS_OR_SCORE_MOD),
+        ({"xai_temperature_len": 10}, Reason.XAI_TEMPERATURE),
+        ({"lse_extend": object()}, Reason.LSE_OR_SKIP),
+        ({"skip_prefix": True}, Reason.LSE_OR_SKIP),
+    ],
+)
+def test_kernel_arguments(params, reason):
+    assert fallback.kernel_reason(params) is reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({}, None),
+        ({"device_type": "cpu"}, Reason.NO_CUDA),
+        ({"capability": (7, 5)}, Reason.GPU_TOO_OLD),
+        ({"capability": None}, Reason.GPU_TOO_OLD),
+        ({"sageattention_ok": False}, Reason.SAGEATTENTION_UNAVAILABLE),
+        ({"model_dtype": "float32"}, Reason.MODEL_DTYPE),
+    ],
+)
+def test_process_wide_reasons(kwargs, reason, monkeypatch):
+    monkeypatch.delenv(fallback.FORCE_FALLBACK_ENV, raising=False)
+    values = dict(
+        device_type="cuda", capability=(9, 0), sageattention_ok=True, model_dtype="bfloat16"
+    )
+    values.update(kwargs)
+    assert fallback.process_reason(**values) is reason
+
+
+def test_force_fallback_switch(monkeypatch):
+    monkeypatch.setenv(fallback.FORCE_FALLBACK_ENV, "1")
+    assert (
+        fallback.process_reason(
+            device_type="cuda", capability=(9, 0), sageattention_ok=True, model_dtype="bfloat16"
+        )
+        is Reason.FORCED_OFF
+    )
+
+
+def test_min_tokens_env(monkeypatch):
+    monkeypatch.setenv(fallback.MIN_TOKENS_ENV, "1024")
+    assert fallback.min_tokens() == 1024
+    monkeypatch.setenv(fallback.MIN_TOKENS_ENV, "nonsense")
+    assert fallback.min_tokens() == fallback.DEFAULT_MIN_TOKENS
+
+
+def test_every_reason_is_explained():
+    assert set(fallback.EXPLAIN) == set(Reason)
