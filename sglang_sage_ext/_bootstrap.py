@@ -32,13 +32,30 @@ class _FirstSglangImport:
 
     def find_spec(self, fullname, path=None, target=None):
         # Never edit sys.meta_path from here: the import system is iterating over it.
-        if not self.fired and (fullname == "sglang" or fullname.startswith("sglang.")):
+        if fullname == "sglang" and not self.fired:
             self.fired = True
-            _install_hooks("first import of sglang")
+            if _findable_elsewhere(self, fullname, path, target):
+                _install_hooks("first import of sglang")
+            else:  # SGLang is not installed: stay inert, let the import fail as usual
+                state["bootstrap"] = "inert (sglang not installed)"
+                self.fired = False
         return None
 
     def invalidate_caches(self):
         pass
+
+
+def _findable_elsewhere(me, fullname, path, target) -> bool:
+    for finder in list(sys.meta_path):
+        find_spec = getattr(finder, "find_spec", None)
+        if finder is me or find_spec is None:
+            continue
+        try:
+            if find_spec(fullname, path, target) is not None:
+                return True
+        except Exception:
+            continue
+    return False
 
 
 _finder = _FirstSglangImport()

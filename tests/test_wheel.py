@@ -61,13 +61,14 @@ def test_fresh_venv_runs_the_bootstrap_from_the_pth(dist, tmp_path):
         "import json, sys; import sglang_sage_ext._bootstrap as b; s = dict(b.state); "
         "e = None\n"
         "try:\n import sglang\nexcept ModuleNotFoundError as exc:\n e = str(exc)\n"
-        "print(json.dumps([s, 'wrapt' in sys.modules, e]))"
+        "print(json.dumps([s, 'wrapt' in sys.modules, e, b.state['bootstrap']]))"
     )
     env = {"PATH": "/usr/bin:/bin"}
-    state, wrapt_loaded, error = json.loads(_run(python, "-c", probe, env=env))
-    assert state == {"bootstrap": "armed (waiting for import sglang)"}
-    assert not wrapt_loaded
+    state, wrapt_loaded, error, after = json.loads(_run(python, "-c", probe, env=env))
+    assert state == {"bootstrap": "armed (waiting for import sglang)"}  # before the import
+    assert not wrapt_loaded  # inert: not even wrapt was imported
     assert error == "No module named 'sglang'"  # no SGLang: a plain ImportError, nothing else
+    assert after == "inert (sglang not installed)"
     off = json.loads(
         _run(python, "-c", probe, env={**env, "SGLANG_SAGE_EXT_DISABLE": "1"})
     )
