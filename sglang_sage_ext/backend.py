@@ -83,7 +83,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         if self.sage_unavailable is None:
             logger.info(
                 "sage_attn: SageAttention extend path on (GPU sm%d%d; prefix-free extend "
-                "batches >= %d tokens); decode and everything else on SGLang's Triton kernels",
+                "batches >= %d tokens); other extend batches on SGLang's Triton extend kernel",
                 *capability,
                 self._min_tokens,
             )

@@ -132,6 +132,14 @@ def _sageattention(report: Report) -> None:
         report.add("sageattention", str(version))
 
 
+def _decode(report: Report) -> None:
+    from sglang_sage_ext.decode_backend import best_decode_backend
+
+    name, why = best_decode_backend()
+    shown = "sage_attn's own Triton decode" if name == "triton" else name
+    report.add("decode under sage_attn", f"{shown} ({why})")
+
+
 def _patch_lines(report: Report, where: str, probe: dict[str, Any], native_plugins: bool) -> None:
     for point, text in probe["patches"].items():
         level, fix = OK, ""
@@ -143,7 +151,7 @@ def _patch_lines(report: Report, where: str, probe: dict[str, Any], native_plugi
                     if native_plugins
                     else "not needed: this SGLang release has no entry-point plugins"
                 )
-            elif point in ("arg_choices", "model_runner", "registry"):
+            elif point in ("arg_choices", "decode_default", "model_runner", "registry"):
                 text = "not triggered (module not imported or absent in this release)"
         elif not status.is_ok(text):
             level, fix = BROKEN, "report this with `sglang-sage doctor --json` output"
@@ -198,6 +206,7 @@ def run(*, spawn_child: bool = True) -> Report:
     )
     _gpu(report)
     _sageattention(report)
+    _decode(report)
     probe = probe_registration()
     report.add("bootstrap [this process]", probe["bootstrap"])
     _patch_lines(report, "this process", probe, features.has_native_plugins)

@@ -22,6 +22,7 @@ logger = logging.getLogger("sglang_sage_ext")
 HOOKS: tuple[tuple[str, str, str], ...] = (
     ("cli", "sglang.srt.server_args", "sglang_sage_ext.patches.cli:apply"),
     ("arg_choices", "sglang.srt.arg_groups.choices", "sglang_sage_ext.patches.cli:apply_choices"),
+    ("decode_default", "sglang.srt.server_args", "sglang_sage_ext.patches.decode_default:apply"),
     (
         "registry",
         "sglang.srt.layers.attention.attention_registry",

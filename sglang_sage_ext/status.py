@@ -7,7 +7,7 @@ Each patch records one line per process, e.g. ``applied: ...``, ``already applie
 from __future__ import annotations
 
 #: The patch points, in the order `doctor` prints them.
-PATCH_POINTS = ("cli", "arg_choices", "registry", "model_runner", "plugin")
+PATCH_POINTS = ("cli", "arg_choices", "decode_default", "registry", "model_runner", "plugin")
 
 _STATUS: dict[str, str] = {}
 
