@@ -43,6 +43,8 @@ DEFAULT_MODEL = "/tmp/models/tiny-llama"
 START_TIMEOUT_S = float(os.environ.get("SGLANG_SAGE_GPU_START_TIMEOUT", "300"))
 #: 1 (default): launch the four servers at once and wait for all (~1 start time instead of 4).
 PARALLEL_START = os.environ.get("SGLANG_SAGE_GPU_PARALLEL_START", "1") != "0"
+#: Tensor parallelism of every server (2 on the 2-GPU machine kind: `--tp 2`).
+TP = int(os.environ.get("SGLANG_SAGE_GPU_TP", "1"))
 
 COMMON_ARGS = [
     "--sampling-backend",
@@ -59,17 +61,27 @@ COMMON_ARGS = [
     "131072",
     "--random-seed",
     "0",
+    # NCCL all-reduce only: the all-reduce kernel is not what these tests are about
+    *(["--tp", str(TP), "--disable-custom-all-reduce"] if TP > 1 else []),
 ]
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "triton": (["--attention-backend", "triton"], {}),
     "sage": (["--attention-backend", "sage_attn"], {}),
-    "sage_forced": (["--attention-backend", "sage_attn"], {"SGLANG_SAGE_FORCE_FALLBACK": "1"}),
+    # forced fallback + sage_attn's own Triton decode: must equal the triton server exactly
+    "sage_forced": (
+        ["--attention-backend", "sage_attn"],
+        {"SGLANG_SAGE_FORCE_FALLBACK": "1", "SGLANG_SAGE_DECODE_BACKEND": "triton"},
+    ),
+    # the native decode backend sage_attn picks by default on this bundle (no FA3 in it)
+    "flashinfer": (["--attention-backend", "flashinfer"], {}),
     "sage_prefill": (
         ["--prefill-attention-backend", "sage_attn", "--decode-attention-backend", "triton"],
         {},
     ),
 }
 REFERENCE = "triton"
+#: What `--attention-backend sage_attn` decodes with on the bundle (fa3 is stripped from it).
+NATIVE_DECODE = "flashinfer"
 SAGE_SERVERS = ("sage", "sage_prefill")
 EXACT_CASES = ("a", "b", "c")  # sequential requests: same batches on every server
 
@@ -111,6 +123,8 @@ class Suite:
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
     exact: dict[str, dict] = field(default_factory=dict)
     stats_files: dict[str, list[str]] = field(default_factory=dict)
+    #: sage (prefill on Sage, decode on the auto-picked native backend) vs that backend alone
+    vs_native: dict[str, dict] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- prompts
@@ -227,7 +241,9 @@ def run_suite(suite: Suite) -> None:
             after = _read_stats(srv)
             suite.stats[srv.name][case.name] = _delta(after, before[srv.name])
             if srv.name in mid:
-                suite.stats[srv.name][f"{case.name}_first"] = _delta(mid[srv.name], before[srv.name])
+                suite.stats[srv.name][f"{case.name}_first"] = _delta(
+                    mid[srv.name], before[srv.name]
+                )
                 suite.stats[srv.name][f"{case.name}_rest"] = _delta(after, mid[srv.name])
     for srv in healthy:
         suite.stats[srv.name]["total"] = _read_stats(srv)
@@ -346,6 +362,10 @@ def compute_metrics(suite: Suite) -> None:
             if name != REFERENCE and case_name in ref:
                 entry.update(compare(ref[case_name], resps))
             suite.metrics[name][case_name] = entry
+    native = suite.responses.get(NATIVE_DECODE, {})
+    for case_name, resps in suite.responses.get("sage", {}).items():
+        if case_name in native:
+            suite.vs_native[case_name] = compare(native[case_name], resps)
 
 
 # ---------------------------------------------------------------- report
@@ -385,6 +405,7 @@ def write_report(suite: Suite) -> None:
         "servers": servers,
         "errors": suite.errors,
         "metrics_vs_triton": suite.metrics,
+        f"sage_vs_{NATIVE_DECODE}": suite.vs_native,
         "stats": suite.stats,
         "stats_files": suite.stats_files,
     }
@@ -393,8 +414,9 @@ def write_report(suite: Suite) -> None:
     lines.append("| server | ready after s | error | alive at end |")
     lines.append("|---|---|---|---|")
     for name, s in servers.items():
-        lines.append(f"| {name} | {fmt(s['ready_after_s'])} | {s['error'] or ''} | "
-                     f"{s['alive_at_end']} |")
+        lines.append(
+            f"| {name} | {fmt(s['ready_after_s'])} | {s['error'] or ''} | {s['alive_at_end']} |"
+        )
     for case in suite.cases.values():
         lines += [
             "",
@@ -421,6 +443,19 @@ def write_report(suite: Suite) -> None:
                 f"{m.get('first_divergence', '-')} | {st.get('sage_calls', '-')} | "
                 f"{st.get('fallback_calls', '-')} | {fmt(m.get('wall_s'))} |"
             )
+    lines += [
+        "",
+        f"## sage (default decode choice) vs {NATIVE_DECODE} alone",
+        "",
+        "| case | top1 | top1 non-tied | KL mean | KL max | identical outputs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case_name, m in suite.vs_native.items():
+        lines.append(
+            f"| {case_name} | {fmt(m.get('top1_agree'))} | {fmt(m.get('top1_agree_nontied'))} | "
+            f"{fmt(m.get('kl_mean'))} | {fmt(m.get('kl_max'))} | "
+            f"{m.get('identical_outputs')}/{m.get('requests')} |"
+        )
     lines += ["", "## stats totals (read_stats_dir)", ""]
     for name, st in suite.stats.items():
         lines.append(f"- {name}: {st.get('total')} files={suite.stats_files.get(name)}")
@@ -521,6 +556,21 @@ def test_sage_logprobs_close_to_triton(suite, name, case_name):
     assert m["kl_mean"] <= KL_MEAN_MAX, m
 
 
+@pytest.mark.parametrize("case_name", ["a", "b", "c", "d"])
+def test_sage_decodes_on_the_best_native_backend(suite, case_name):
+    """`--attention-backend sage_attn` alone: Sage prefill, flashinfer decode (hybrid)."""
+    srv = _server(suite, "sage")
+    _server(suite, NATIVE_DECODE)
+    log = srv.log_path.read_text(errors="replace")
+    assert f"sage_attn: decode on {NATIVE_DECODE}" in log, tail(srv.log_path)
+    assert f"decode_backend={NATIVE_DECODE}, prefill_backend=sage_attn" in log
+    m = suite.vs_native.get(case_name)
+    assert m is not None, suite.errors["sage"].get(case_name)
+    assert m["top1_agree"] is not None and m["top1_agree"] >= TOP1_MIN, m
+    assert m["top1_agree_nontied"] is None or m["top1_agree_nontied"] >= TOP1_NONTIED_MIN, m
+    assert m["kl_mean"] <= KL_MEAN_MAX, m
+
+
 def test_stats_prove_which_path_ran(suite):
     for name in ("sage", "sage_forced", "sage_prefill", REFERENCE):
         _server(suite, name)
@@ -534,6 +584,8 @@ def test_stats_prove_which_path_ran(suite):
     for name in SAGE_SERVERS:
         total = st[name]["total"]
         assert total["sage_calls"] > 0, f"{name} never used the Sage kernel: {total}"
+        # one scheduler process per TP rank, each built SageTritonAttnBackend
+        assert len(suite.stats_files[name]) == TP, suite.stats_files[name]
         assert st[name]["a"]["sage_calls"] > 0, st[name]["a"]
         # b: the first 4096-token chunk has no prefix (Sage), chunks 2-3 have one (Triton)
         assert st[name]["b"]["sage_calls"] > 0, st[name]["b"]

@@ -1,0 +1,77 @@
+#!/bin/bash
+# The whole GPU validation in ONE device call (<= 10 min on an H100), from the project root:
+#   bash bench/gpu/build_bundle.sh          # here, once (and after every code change)
+#   device call: command `bash bench/gpu/run_gpu_suite.sh`, carry [".carry"]
+# Steps: offline SGLang bundle (setup_site.sh) -> env_check -> tiny model (/tmp/models) ->
+# `sglang-sage doctor` ($OUT/doctor.txt; exit 0/1/2 is recorded, not fatal) -> pytest -m gpu
+# (kernel module, then server module, each under a time budget so the logs always come back).
+# What comes back in $OUT (<= 8 files, <= 2 levels): gpu_suite.log, doctor.txt,
+# server_logs.tar.gz (server logs + per-server stats dirs), results/{kernel,server}_gpu.{json,md}.
+# Env knobs: SUITE_BUDGET_S (default 570), PYTEST_EXTRA (e.g. "-x"), MODELS_DIR (/tmp/models),
+# SKIP_KERNEL=1 (servers only), SGLANG_SAGE_GPU_TP=2 (every server with --tp 2, 2-GPU kind).
+set -u
+OUT=${OUT:-/tmp/gpu_suite_out}
+mkdir -p "$OUT/results" "$OUT/server_logs"
+exec > >(tee -a "$OUT/gpu_suite.log") 2>&1
+T0=$SECONDS
+BUDGET=${SUITE_BUDGET_S:-570}
+left() { echo $((BUDGET - (SECONDS - T0))); }
+step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
+
+step "setup (bundle -> /tmp/site, wheels -> site-packages)"
+if [ -f .carry/scripts/setup_site.sh ]; then
+  # shellcheck disable=SC1091
+  source .carry/scripts/setup_site.sh
+else
+  echo "[suite] no .carry/scripts/setup_site.sh: run bash bench/gpu/build_bundle.sh and carry .carry"
+  # shellcheck disable=SC1091
+  source bench/gpu/setup_site.sh
+fi
+SCRIPTS=.carry/scripts
+[ -f $SCRIPTS/env_check.py ] || SCRIPTS=bench/gpu
+
+step "environment"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -5
+python3 -c "import sys; print('python', sys.version)"
+timeout 180 python3 $SCRIPTS/env_check.py || echo "[suite] env_check rc=$?"
+
+step "tiny model"
+MODELS=${MODELS_DIR:-/tmp/models}
+if [ ! -f "$MODELS/tiny-llama/config.json" ]; then
+  timeout 240 python3 $SCRIPTS/make_models.py "$MODELS" || echo "[suite] make_models rc=$?"
+else
+  echo "[suite] reusing $MODELS/tiny-llama"
+fi
+export SGLANG_SAGE_TEST_MODEL=$MODELS/tiny-llama
+
+step "sglang-sage doctor"
+if command -v sglang-sage >/dev/null 2>&1; then DOCTOR=(sglang-sage doctor)
+else DOCTOR=(python3 -c "from sglang_sage_ext.cli import main; main()" doctor); fi
+timeout 180 "${DOCTOR[@]}" > "$OUT/doctor.txt" 2>&1
+echo "doctor exit code: $?" | tee -a "$OUT/doctor.txt"
+cat "$OUT/doctor.txt"
+
+export SGLANG_SAGE_RESULTS_DIR=$OUT/results
+export SGLANG_SAGE_SERVER_LOG_DIR=$OUT/server_logs
+PYTEST=(python3 -m pytest -m gpu -q -rA -p no:cacheprovider ${PYTEST_EXTRA:-})
+
+# the server module needs ~150-250 s (parallel start ~70-100 s): keep 330 s for it
+KB=$(( $(left) - 330 )); [ "$KB" -lt 60 ] && KB=60
+if [ "${SKIP_KERNEL:-0}" = 1 ]; then
+  RC_KERNEL=0; echo "[suite] SKIP_KERNEL=1: kernel accuracy not run"
+else
+  step "pytest: kernel accuracy (budget $KB s)"
+  timeout -s INT -k 15 "$KB" "${PYTEST[@]}" tests/gpu/test_kernel_gpu.py
+  RC_KERNEL=$?
+fi
+
+SB=$(( $(left) - 25 )); [ "$SB" -lt 60 ] && SB=60
+step "pytest: servers (budget $SB s)"
+timeout -s INT -k 15 "$SB" "${PYTEST[@]}" tests/gpu/test_server_gpu.py
+RC_SERVER=$?
+
+step "collect"
+tar -czf "$OUT/server_logs.tar.gz" -C "$OUT" server_logs && rm -rf "$OUT/server_logs"
+ls -la "$OUT" "$OUT/results"
+echo "[suite] kernel pytest rc=$RC_KERNEL, server pytest rc=$RC_SERVER, total $((SECONDS - T0)) s"
+[ "$RC_KERNEL" = 0 ] && [ "$RC_SERVER" = 0 ]

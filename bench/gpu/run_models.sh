@@ -1,0 +1,113 @@
+#!/bin/bash
+# Issue #5 in ONE device call (< 9 min on an H100), from the project root:
+#   device call: command `bash bench/gpu/run_models.sh`, carry [".carry"]
+# Trains the two offline models (bench/models/make_all.sh -> /tmp/sage-models), evaluates them
+# (bf16 reference: perplexity, long-context retrieval), then starts a real SGLang server on
+# stdlib-llama-hd128 and checks that its greedy answers to retrieval prompts match.
+# Back in $OUT (5 files, flat): run_models.log, train_results.{json,md}, manifest.txt,
+# server_<backend>.log. Env: TRAIN_S (training seconds per variant, default 130),
+# MODELS_BUDGET_S (whole call, default 530), SERVER_BACKENDS ("triton"; e.g. "triton sage_attn").
+set -u
+OUT=${OUT:-/tmp/run_models_out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run_models.log") 2>&1
+T0=$SECONDS
+BUDGET=${MODELS_BUDGET_S:-530}
+left() { echo $((BUDGET - (SECONDS - T0))); }
+step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
+MODELS=/tmp/sage-models
+RES=/tmp/sage-models-results
+
+step "setup (bundle -> /tmp/site, wheels -> site-packages)"
+if [ -f .carry/scripts/setup_site.sh ]; then
+  # shellcheck disable=SC1091
+  source .carry/scripts/setup_site.sh
+else
+  echo "[models] no .carry/scripts/setup_site.sh: bash bench/gpu/build_bundle.sh, carry .carry"
+  # shellcheck disable=SC1091
+  source bench/gpu/setup_site.sh
+fi
+nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv 2>&1 | head -3
+timeout 60 python3 -c "import sys, torch, transformers, tokenizers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cuda.is_available())"
+
+# keep ~100 s for the server check
+MB=$(( $(left) - 100 )); [ "$MB" -lt 120 ] && MB=120
+step "make_all.sh $MODELS (budget $MB s, TRAIN_S=${TRAIN_S:-130})"
+TRAIN_S=${TRAIN_S:-130} RESULTS_DIR=$RES timeout -s INT -k 20 "$MB" bash bench/models/make_all.sh "$MODELS"
+echo "[models] make_all rc=$?"
+cp "$RES"/train_results.json "$RES"/train_results.md "$OUT"/ 2>/dev/null
+
+step "manifest"
+{
+  echo "# files under $MODELS (sizes, sha256 of configs/tokenizers)"
+  find "$MODELS" -maxdepth 2 -type f -printf '%10s  %p\n' | sort -k2
+  for f in "$MODELS"/*/config.json "$MODELS"/tokenizer/tokenizer.json; do
+    [ -f "$f" ] && sha256sum "$f"
+  done
+  for d in "$MODELS"/stdlib-llama-*; do [ -f "$d/config.json" ] && { echo "## $d/config.json"; cat "$d/config.json"; }; done
+} > "$OUT/manifest.txt" 2>&1
+
+MODEL=$MODELS/stdlib-llama-hd128
+for BK in ${SERVER_BACKENDS:-triton}; do
+  if [ "$(left)" -lt 75 ] || [ ! -f "$MODEL/model.safetensors" ]; then
+    echo "[models] server check ($BK) skipped: $(left) s left or no model"; continue
+  fi
+  W=$(( $(left) - 15 )); [ "$W" -gt 150 ] && W=150
+  step "SGLang server on $MODEL --attention-backend $BK (wait <= $W s)"
+  LOG=$OUT/server_$BK.log
+  setsid python3 -m sglang.launch_server --model-path "$MODEL" --host 127.0.0.1 --port 30000 \
+    --attention-backend "$BK" --sampling-backend pytorch --grammar-backend none \
+    --mem-fraction-static 0.5 --disable-radix-cache > "$LOG" 2>&1 &
+  SPID=$!
+  timeout $((W + 10)) python3 - "$W" "$MODELS/data/retrieval_4096.jsonl" <<'PY'
+import json, sys, time, urllib.request
+wait_s, path = float(sys.argv[1]), sys.argv[2]
+url = "http://127.0.0.1:30000"
+t0 = time.time()
+while time.time() - t0 < wait_s:
+    try:
+        if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+            break
+    except Exception:
+        time.sleep(1)
+else:
+    print(f"[server] not healthy after {wait_s} s"); sys.exit(1)
+print(f"[server] healthy after {time.time() - t0:.0f} s")
+recs = [json.loads(l) for l in open(path)][:8]
+ok = 0
+for r in recs:
+    body = {"input_ids": r["input_ids"], "sampling_params": {"temperature": 0, "max_new_tokens": len(r["answer_ids"])}}
+    req = urllib.request.Request(url + "/generate", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    out = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    got = out.get("output_ids") or out.get("meta_info", {}).get("output_ids")
+    text = out.get("text", "")
+    hit = (got == r["answer_ids"]) if got is not None else text.strip() == r["value"]
+    ok += hit
+    print(f"[server] key {r['key']} want {r['value']!r} got {text!r} -> {'OK' if hit else 'miss'}")
+print(f"[server] retrieval@4096 via SGLang: {ok}/{len(recs)} exact")
+PY
+  echo "[models] server check rc=$?"
+  kill -TERM -- -$SPID 2>/dev/null
+  for _ in $(seq 1 20); do kill -0 $SPID 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- -$SPID 2>/dev/null
+  grep -E "Load weight end|KV Cache is allocated|max_total_num_tokens|Error|error" "$LOG" | head -8
+done
+
+step "summary"
+ls -la "$OUT"
+timeout 20 python3 - "$OUT/train_results.json" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"total {r.get('total_time_s')} s; train tokens {r['data']['train_tokens']:,}; held-out tokens {r['data']['heldout_tokens']:,}")
+print(f"{'variant':8} {'params':>7} {'steps':>6} {'train_s':>7} {'hf_diff':>9} {'ppl@1K':>8} {'ppl@4K':>8} {'ret@4K':>7} {'ret@16K':>7} {'ret@32K':>7}")
+for n, v in r["variants"].items():
+    if "error" in v:
+        print(f"{n:8} FAILED {v['error']}"); continue
+    p = v["eval"]["perplexity"]["heldout_stdlib"]; q = v["eval"]["retrieval"]
+    g = lambda d, k, f: (d.get(k) or {}).get(f)
+    print(f"{n:8} {v['params'] / 1e6:6.1f}M {v['train']['steps']:6} {v['train']['train_time_s']:7} "
+          f"{v['hf_check'].get('max_abs_diff_fp32', float('nan')):9.2e} {g(p, '1024', 'ppl')!s:>8} "
+          f"{g(p, '4096', 'ppl')!s:>8} {g(q, '4096', 'exact')!s:>7} {g(q, '16384', 'exact')!s:>7} "
+          f"{g(q, '32768', 'exact')!s:>7}")
+PY
+echo "[models] total $((SECONDS - T0)) s"
