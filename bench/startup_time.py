@@ -33,7 +33,8 @@ def _importtime_us() -> int:
     total = 0
     for line in proc.stderr.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[2].lstrip() in ("sglang_sage_ext", "sglang_sage_ext._bootstrap"):
+        ours = ("sglang_sage_ext", "sglang_sage_ext._bootstrap")
+        if len(parts) == 3 and parts[2].lstrip() in ours:
             total += int(parts[0])  # self time, microseconds
     return total
 

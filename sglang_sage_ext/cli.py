@@ -7,6 +7,7 @@ import json
 import click
 
 from sglang_sage_ext import __version__
+from sglang_sage_ext.bench.cli import bench_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,3 +33,6 @@ def doctor(as_json: bool, no_spawn: bool) -> None:
     else:
         click.echo(doctor_module.format_report(report))
     raise SystemExit(report.exit_code)
+
+
+main.add_command(bench_group)

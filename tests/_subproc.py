@@ -7,9 +7,7 @@ import subprocess
 import sys
 
 
-def run_python(
-    code: str, *, env: dict[str, str | None] | None = None, timeout: float = 300
-) -> str:
+def run_python(code: str, *, env: dict[str, str | None] | None = None, timeout: float = 300) -> str:
     """Run `code` with this interpreter in a new process; return stdout, raise on failure.
 
     `env` entries are added to the environment; a None value removes the variable.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from sglang_sage_ext import compat, package
 
@@ -24,9 +24,7 @@ def test_parse_version(text, expected):
 def test_supported_range_is_declared_once():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extra = pyproject["project"]["optional-dependencies"]["instruments"]
-    assert [s.replace(" ", "") for s in extra] == [
-        s.replace(" ", "") for s in package._instruments
-    ]
+    assert [s.replace(" ", "") for s in extra] == [s.replace(" ", "") for s in package._instruments]
 
 
 def test_features_match_the_installed_release():

@@ -55,7 +55,9 @@ def test_fresh_venv_runs_the_bootstrap_from_the_pth(dist, tmp_path):
         _run(sys.executable, "-m", "venv", venv)
         _run(python, "-m", "pip", "install", "-q", "--no-deps", wheel)
         _run(python, "-m", "pip", "install", "-q", *deps)
-    site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip())
+    site = Path(
+        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
+    )
     assert (site / "sglang_sage_ext.pth").is_file()
     probe = (
         "import json, sys; import sglang_sage_ext._bootstrap as b; s = dict(b.state); "
@@ -69,9 +71,7 @@ def test_fresh_venv_runs_the_bootstrap_from_the_pth(dist, tmp_path):
     assert not wrapt_loaded  # inert: not even wrapt was imported
     assert error == "No module named 'sglang'"  # no SGLang: a plain ImportError, nothing else
     assert after == "inert (sglang not installed)"
-    off = json.loads(
-        _run(python, "-c", probe, env={**env, "SGLANG_SAGE_EXT_DISABLE": "1"})
-    )
+    off = json.loads(_run(python, "-c", probe, env={**env, "SGLANG_SAGE_EXT_DISABLE": "1"}))
     assert off[0] == {"bootstrap": "disabled by SGLANG_SAGE_EXT_DISABLE"}
     doctor = subprocess.run(
         [venv / "bin" / "sglang-sage", "doctor", "--no-spawn"], capture_output=True, text=True

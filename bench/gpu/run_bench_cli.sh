@@ -45,7 +45,7 @@ if [ ! -f "$TINY/config.json" ] || [ ! -f "$BIG/config.json" ]; then
   timeout 240 python3 $SCRIPTS/make_models.py "$MODELS" || echo "[bench] make_models rc=$?"
 fi
 B=$OUT/bench_out; mkdir -p "$B/logs"
-TEXT=$(python3 -c 'import os, sysconfig; print(os.path.join(sysconfig.get_paths()["stdlib"], "argparse.py"))')
+TEXT=${PPL_TEXT:-$(python3 -c 'import os, sysconfig; print(os.path.join(sysconfig.get_paths()["stdlib"], "argparse.py"))')}
 
 step "tiny servers (sage_attn, triton) in parallel, for the attach-mode commands"
 healthy() { python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)" "http://127.0.0.1:$1/health" >/dev/null 2>&1; }

@@ -5,14 +5,14 @@
 # (bf16 reference: perplexity, long-context retrieval), then starts a real SGLang server on
 # stdlib-llama-hd128 and checks that its greedy answers to retrieval prompts match.
 # Back in $OUT (5 files, flat): run_models.log, train_results.{json,md}, manifest.txt,
-# server_<backend>.log. Env: TRAIN_S (training seconds per variant, default 130),
-# MODELS_BUDGET_S (whole call, default 530), SERVER_BACKENDS ("triton"; e.g. "triton sage_attn").
+# server_<backend>.log. Env: TRAIN_S (training seconds per variant, default 120),
+# MODELS_BUDGET_S (whole call, default 535), SERVER_BACKENDS ("triton"; e.g. "triton sage_attn").
 set -u
 OUT=${OUT:-/tmp/run_models_out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run_models.log") 2>&1
 T0=$SECONDS
-BUDGET=${MODELS_BUDGET_S:-530}
+BUDGET=${MODELS_BUDGET_S:-535}
 left() { echo $((BUDGET - (SECONDS - T0))); }
 step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
 MODELS=/tmp/sage-models
@@ -30,10 +30,10 @@ fi
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv 2>&1 | head -3
 timeout 60 python3 -c "import sys, torch, transformers, tokenizers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cuda.is_available())"
 
-# keep ~100 s for the server check
-MB=$(( $(left) - 100 )); [ "$MB" -lt 120 ] && MB=120
-step "make_all.sh $MODELS (budget $MB s, TRAIN_S=${TRAIN_S:-130})"
-TRAIN_S=${TRAIN_S:-130} RESULTS_DIR=$RES timeout -s INT -k 20 "$MB" bash bench/models/make_all.sh "$MODELS"
+# keep ~85 s for the server check
+MB=$(( $(left) - 85 )); [ "$MB" -lt 120 ] && MB=120
+step "make_all.sh $MODELS (budget $MB s, TRAIN_S=${TRAIN_S:-120})"
+TRAIN_S=${TRAIN_S:-120} RESULTS_DIR=$RES timeout -s INT -k 20 "$MB" bash bench/models/make_all.sh "$MODELS"
 echo "[models] make_all rc=$?"
 cp "$RES"/train_results.json "$RES"/train_results.md "$OUT"/ 2>/dev/null
 

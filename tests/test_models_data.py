@@ -1,0 +1,213 @@
+"""CPU checks of the offline models-and-data tooling in bench/models/ (issue #5).
+
+Why: the GPU run happens once, in one device call; everything that can break without a GPU
+(tokenizer, retrieval prompts, dummy configs, held-out split, the training loop and the
+save -> transformers reload round trip) is checked here first, on a toy size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "bench" / "models"
+DATA_DIR = Path(__file__).resolve().parents[1] / "bench" / "data"
+sys.path.insert(0, str(MODELS_DIR))
+
+np = pytest.importorskip("numpy")
+pytest.importorskip("tokenizers")
+
+import dummy_configs  # noqa: E402
+import make_heldout_text  # noqa: E402
+import tinylm_data as data  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A small BPE trained on the committed held-out excerpt (fast, deterministic)."""
+    text = (DATA_DIR / "heldout_small.txt").read_text()
+    return data.train_tokenizer([text[i : i + 4000] for i in range(0, len(text), 4000)], 1024)
+
+
+@pytest.fixture(scope="module")
+def stream(tok):
+    return data.encode_stream(tok, [(DATA_DIR / "heldout_small.txt").read_text()], 2)
+
+
+def test_heldout_small_committed_and_small():
+    p = DATA_DIR / "heldout_small.txt"
+    assert p.exists() and 50_000 < p.stat().st_size <= 200_000
+    assert "# ---- " in p.read_text()[:200]
+
+
+def test_split_is_seeded_and_by_file():
+    files = data.source_files()
+    assert len(files) > 100
+    held = data.split_files(files, "heldout")
+    train = data.split_files(files, "train")
+    assert 0 < len(held) < 0.15 * len(files)
+    assert {r for r, _ in held}.isdisjoint({r for r, _ in train})
+    # the split depends on the relative path and the seed only
+    assert data.split_of("json/decoder.py") == data.split_of("json/decoder.py")
+    other = [data.split_of(r, seed="another-seed") for r, _ in files]
+    assert other != [data.split_of(r) for r, _ in files]
+    assert all("site-packages" not in r and not r.startswith("test/") for r, _ in files)
+
+
+def test_heldout_text_deterministic(tmp_path):
+    a = make_heldout_text.make_heldout(tmp_path / "a.txt", max_bytes=60_000)
+    b = make_heldout_text.make_heldout(tmp_path / "b.txt", max_bytes=60_000)
+    assert a["sha256"] == b["sha256"] and 0 < a["bytes"] <= 60_000 and a["files"] >= 1
+    assert (tmp_path / "a.txt").read_text().endswith("\n")
+    held = {r for r, _ in data.split_files(data.source_files(), "heldout")}
+    lines = (tmp_path / "a.txt").read_text().split("\n")
+    names = [ln[len("# ---- ") : -len(" ----")] for ln in lines if ln.startswith("# ---- ")]
+    assert names and set(names) <= held
+
+
+def test_tokenizer_roundtrip_and_files(tok, tmp_path):
+    assert tok.get_vocab_size() == 1024
+    ids = data.save_tokenizer(tok, tmp_path, model_max_length=4096)
+    assert ids == {"unk": 0, "bos": 1, "eos": 2, "pad": 3}
+    src = "def f(x):\n    return {'k': x * 42}\n"
+    assert tok.decode(tok.encode(src).ids) == src
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and cfg["eos_token"] == "</s>"
+    transformers = pytest.importorskip("transformers")
+    t = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert t.eos_token_id == 2 and t.decode(t(src)["input_ids"]) == src
+
+
+@pytest.mark.parametrize("length", [512, 2048])
+def test_retrieval_sample(tok, stream, length):
+    task = data.RetrievalTask(tok, stream, seed=0)
+    rng = np.random.default_rng(length)
+    for _ in range(5):
+        s = task.sample(length, rng=rng)
+        assert len(s.input_ids) == length
+        # the needle line is in the prompt, far back, and holds the answer right after the key
+        pair = task.pair_ids(s.key, s.value)
+        assert s.input_ids[s.needle_pos : s.needle_pos + len(pair)] == pair
+        assert 0.04 * length <= s.needle_pos <= 0.55 * length
+        assert s.answer_ids == task.answer_ids(s.value)
+        assert s.input_ids[-len(task.query_ids(s.key)) :] == task.query_ids(s.key)
+        text = tok.decode(s.input_ids)
+        assert f"key {s.key} = {s.value}" in text and text.endswith(f"query {s.key} =")
+        assert text.count(f"key {s.key} =") == 1  # keys are unique: one right answer
+        assert tok.decode(s.answer_ids) == " " + s.value
+    same = [data.RetrievalTask(tok, stream).sample(length, rng=np.random.default_rng(1)).input_ids
+            for _ in range(2)]  # fmt: skip
+    assert same[0] == same[1]
+
+
+def test_train_sequence_answer_mask(tok, stream):
+    task = data.RetrievalTask(tok, stream, seed=0)
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(10):
+        ids, mask = task.train_sequence(1025, rng=rng, p_task=1.0)
+        assert len(ids) == len(mask) == 1025
+        if not mask.any():
+            continue
+        seen += 1
+        # every masked span is a value copied from an earlier `key K = V` line
+        starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
+        for s in starts:
+            e = s
+            while e < len(mask) and mask[e]:
+                e += 1
+            value = tok.decode(ids[s:e].tolist()).strip()
+            before = tok.decode(ids[:s].tolist())
+            key = before.rsplit("query ", 1)[1].split(" =")[0]
+            assert f"key {key} = {value}\n" in before
+    assert seen >= 8
+
+
+def test_dummy_configs_match_real_architectures(tmp_path, tok):
+    tdir = tmp_path / "tok"
+    data.save_tokenizer(tok, tdir, model_max_length=4096)
+    dirs = dummy_configs.write_dummies(tmp_path / "m", tdir)
+    want = {
+        "llama31-8b-dummy": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32,
+                                 num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
+                                 rope_theta=500000.0, max_position_embeddings=131072),
+        "qwen25-7b-dummy": dict(num_hidden_layers=28, hidden_size=3584, num_attention_heads=28,
+                                num_key_value_heads=4, intermediate_size=18944, vocab_size=152064),
+        "qwen25-0.5b-dummy": dict(num_hidden_layers=24, hidden_size=896, num_attention_heads=14,
+                                  num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
+                                  tie_word_embeddings=True),
+    }  # fmt: skip
+    head_dims = {"llama31-8b-dummy": 128, "qwen25-7b-dummy": 128, "qwen25-0.5b-dummy": 64}
+    for name, exp in want.items():
+        cfg = json.loads((dirs[name] / "config.json").read_text())
+        for k, v in exp.items():
+            assert cfg[k] == v, (name, k)
+        assert cfg["hidden_size"] // cfg["num_attention_heads"] == head_dims[name]
+        assert cfg["eos_token_id"] == 2 and cfg["vocab_size"] >= tok.get_vocab_size()
+        assert not list(dirs[name].glob("*.safetensors"))
+    llama = json.loads((dirs["llama31-8b-dummy"] / "config.json").read_text())
+    assert llama["rope_scaling"] == {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    }
+    transformers = pytest.importorskip("transformers")
+    for name in want:
+        c = transformers.AutoConfig.from_pretrained(str(dirs[name]))
+        assert c.num_attention_heads == want[name]["num_attention_heads"]
+        assert c.model_type == ("llama" if name.startswith("llama") else "qwen2")
+
+
+def test_training_smoke_loss_decreases_and_hf_reload(tok, stream, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    import train_tiny_llama as tt
+
+    torch.set_num_threads(2)
+    cfg = tt.preset("toy", vocab_size=1024, max_position_embeddings=1024)
+    model = tt.TinyLlama(cfg)
+    model.init_weights(0)
+    task = data.RetrievalTask(tok, stream, seed=0)
+    tc = tt.TrainCfg(seq_lens=[64, 128], tokens_per_step=1024, time_budget_s=120, max_steps=40,
+                     lr=3e-3, log_every=5, seed=0)  # fmt: skip
+    hist = tt.train(model, task, tc, torch.device("cpu"), log=lambda *_: None)
+    curve = hist["loss_curve"]
+    assert hist["steps"] == 40 and len(curve) >= 5
+    assert curve[-1]["lm_loss"] < curve[0]["lm_loss"] - 0.5, curve
+
+    tdir = tmp_path / "tok"
+    ids = data.save_tokenizer(tok, tdir, model_max_length=1024)
+    mdir = tt.save_model(model, tmp_path / "m", tdir, ids)
+    cfg_json = json.loads((mdir / "config.json").read_text())
+    assert cfg_json["architectures"] == ["LlamaForCausalLM"] and cfg_json["head_dim"] == 16
+    batch = torch.from_numpy(stream[:256].astype("int64")).view(2, 128)
+    check = tt.hf_logits_check(mdir, cfg, batch)
+    assert check["ok"] and check["max_abs_diff_fp32"] < 1e-4, check
+    assert check["argmax_agree"] == 1.0
+
+    own = tt.load_own(mdir, cfg)
+    r = tt.retrieval_accuracy(own, tt.retrieval_samples(task, 256, 3, seed=0), torch.device("cpu"))
+    assert r["n"] == 3 and 0.0 <= r["exact"] <= 1.0
+    p = tt.perplexity(own, stream, 128, torch.device("cpu"), max_tokens=1024)
+    assert p["windows"] == 8 and 1.0 < p["ppl"] < 1024
+
+
+def test_markdown_summary_renders():
+    import_ok = pytest.importorskip("torch")
+    assert import_ok
+    import train_tiny_llama as tt
+
+    res = {
+        "seed": 0,
+        "versions": {"torch": "x", "transformers": "y"},
+        "data": {"train_tokens": 10, "heldout_tokens": 5, "stdlib": "/x", "split_seed": "s"},
+        "total_time_s": 1.0,
+        "variants": {"toy": {"error": "boom"}},
+    }
+    assert "FAILED" in tt.to_markdown(res)
