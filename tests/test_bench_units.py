@@ -249,3 +249,18 @@ def test_drift_mechanics_on_cpu_with_a_stand_in_kernel(tiny_model_dir):
     assert 0 < result["final"]["logits"]["kl_mean"] < 1e-2
     gates = drift.gates(result)
     assert gates["drift_rel_l2_max"] == max(r["rel_l2"] for r in result["layers"])
+
+
+def test_perplexity_alignment_takes_the_tail_and_accepts_sglang_clipped_ids():
+    """SGLang's first entry is null and ids >= vocab_size - 1 come back as 0."""
+    from sglang_sage_ext.bench.client import ClientError
+    from sglang_sage_ext.bench.perplexity import aligned_logprobs
+
+    entries = [[None, 5, None], [-1.0, 6, None], [-2.0, 0, None], [-3.0, 8, None]]
+    assert aligned_logprobs(entries, [6, 8191, 8], "w") == [-1.0, -2.0, -3.0]
+    with pytest.raises(ClientError, match="do not line up"):
+        aligned_logprobs(entries, [7, 8191, 8], "w")
+    with pytest.raises(ClientError, match="expected 5 prompt logprobs, got 4"):
+        aligned_logprobs(entries, [5, 6, 7, 8, 9], "w")
+    with pytest.raises(ClientError, match="no logprob"):
+        aligned_logprobs([[None, 1, None], [None, 2, None]], [2], "w")

@@ -65,6 +65,34 @@ def tokenize(text: str, tokenizer_path: str) -> tuple[list[int], int | None]:
     return [int(i) for i in ids], tok.bos_token_id
 
 
+def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str) -> list[float]:
+    """The logprobs of `expected` (the last len(expected) prompt tokens) from SGLang's entries.
+
+    Entries are `[logprob, token_id, text]` per prompt position from logprob_start_len on; the
+    first is always null. SGLang reports token ids >= vocab_size - 1 as 0 (it clips image-hash
+    ids), so a reported 0 matches any expected id.
+    """
+    want = len(expected)
+    tail = list(entries[-want:]) if want else []
+    if len(tail) != want:
+        raise client.ClientError(f"{where}: expected {want} prompt logprobs, got {len(tail)}")
+    values: list[float] = []
+    for offset, (entry, token) in enumerate(zip(tail, expected, strict=True)):
+        got = int(entry[1]) if entry and entry[1] is not None else None
+        if got != int(token) and got != 0:
+            raise client.ClientError(
+                f"{where}: prompt token {offset} from the end is {got}, expected {token}: "
+                "the server's logprobs do not line up with the text"
+            )
+        if entry[0] is None:
+            raise client.ClientError(
+                f"{where}: the server returned no logprob (null: -inf or NaN) for token {token} "
+                f"at offset {offset}"
+            )
+        values.append(float(entry[0]))
+    return values
+
+
 def score_windows(
     base_url: str,
     ids: Sequence[int],
@@ -78,22 +106,18 @@ def score_windows(
     for begin, end, first in windows:
         window = head + list(ids[begin:end])
         start = len(head) + first - begin
+        # SGLang's entry at logprob_start_len is always None (no logprob for the token it
+        # starts at), so ask from one position earlier to get the logprob of token `start`.
         reply = client.generate(
             base_url,
             input_ids=window,
             max_new_tokens=1,
             return_logprob=True,
-            logprob_start_len=start,
+            logprob_start_len=max(start - 1, 0),
         )
         entries = reply["meta_info"].get("input_token_logprobs") or []
-        want = end - first
-        scored = [e for e in entries if e and e[0] is not None][-want:]
-        if len(scored) != want or [int(e[1]) for e in scored] != list(ids[first:end]):
-            raise client.ClientError(
-                f"window {begin}:{end}: expected logprobs of {want} prompt tokens from position "
-                f"{start}, got {len(scored)} (ids match: False)"
-            )
-        lps.extend(float(e[0]) for e in scored)
+        scored = aligned_logprobs(entries, ids[first:end], f"window {begin}:{end}")
+        lps.extend(scored)
         if advance is not None:
             advance()
     return lps
