@@ -110,6 +110,12 @@ def features() -> Features:
     )
 
 
+def server_args_resolution_method(server_args_cls: type) -> str:
+    """Where ServerArgs resolves backends: `resolve_once` (0.5.23: a msgspec Struct resolved
+    lazily by the launcher, whose `__post_init__` is a no-op), else `__post_init__`."""
+    return "resolve_once" if hasattr(server_args_cls, "resolve_once") else "__post_init__"
+
+
 def raw_extend_kernel() -> Any:
     """SGLang's undecorated Triton `extend_attention_fwd` (for its signature)."""
     module = importlib.import_module(features().extend_kernel_module)

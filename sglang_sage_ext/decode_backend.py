@@ -79,6 +79,8 @@ def choose(server_args: object) -> str | None:
     """
     if getattr(server_args, "attention_backend", None) != "sage_attn":
         return None
+    if getattr(server_args, "_resolution_finished", False):  # 0.5.23: read-only once resolved
+        return None
     decode = getattr(server_args, "decode_attention_backend", None)
     prefill = getattr(server_args, "prefill_attention_backend", None)
     if decode is not None or prefill not in (None, "sage_attn"):

@@ -602,34 +602,13 @@ def drift(**kw: Any) -> None:
 
         doc["plot"] = report.plot_drift(doc, kw["output_dir"])
     if not kw["as_json"]:
+        layer_rows, final_rows = dr.table_rows(result)
         ui.table(
             "attention output, Sage vs exact on identical inputs (worst over prompts)",
-            ["layer", "rel-L2", "max abs", "cosine"],
-            [[r["layer"], r["rel_l2"], r["max_abs"], r["cosine"]] for r in result["layers"]],
+            dr.LAYER_HEADER,
+            layer_rows,
         )
-        final = result["final"]
-        ui.table(
-            "Sage in every layer vs exact",
-            ["quantity", "rel-L2", "max abs", "cosine", "KL mean", "top-1"],
-            [
-                [
-                    "hidden",
-                    final["hidden"]["rel_l2"],
-                    final["hidden"]["max_abs"],
-                    final["hidden"]["cosine"],
-                    "",
-                    "",
-                ],
-                [
-                    "logits",
-                    final["logits"]["rel_l2"],
-                    final["logits"]["max_abs"],
-                    final["logits"]["cosine"],
-                    final["logits"]["kl_mean"],
-                    final["logits"]["top1_agreement"],
-                ],
-            ],
-        )
+        ui.table("Sage in every layer vs exact", dr.FINAL_HEADER, final_rows)
     _finish(doc, "drift", kw, dr.gates(result), limits)
 
 

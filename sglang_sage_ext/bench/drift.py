@@ -266,6 +266,28 @@ def run(
     }
 
 
+LAYER_HEADER = ["layer", "rel-L2", "max abs", "cosine"]
+FINAL_HEADER = ["quantity", "rel-L2", "max abs", "cosine", "KL mean", "top-1"]
+
+
+def table_rows(result: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """(per-layer rows, final-drift rows) for LAYER_HEADER / FINAL_HEADER tables."""
+    layers = [[r["layer"], r["rel_l2"], r["max_abs"], r["cosine"]] for r in result["layers"]]
+    hidden, logits = result["final"]["hidden"], result["final"]["logits"]
+    final = [
+        ["hidden", hidden["rel_l2"], hidden["max_abs"], hidden["cosine"], "", ""],
+        [
+            "logits",
+            logits["rel_l2"],
+            logits["max_abs"],
+            logits["cosine"],
+            logits["kl_mean"],
+            logits["top1_agreement"],
+        ],
+    ]
+    return layers, final
+
+
 def gates(result: dict[str, Any]) -> dict[str, float | None]:
     layers = result.get("layers") or []
     return {

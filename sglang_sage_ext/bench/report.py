@@ -257,29 +257,12 @@ def _section(kind: str, doc: dict[str, Any], baseline: str) -> str:
             ],
         )
     if kind == "drift":
-        rows = [[r["layer"], r["rel_l2"], r["max_abs"], r["cosine"]] for r in doc["layers"]]
-        final = doc["final"]
-        text = _md_table(["layer", "rel-L2", "max abs", "cosine"], rows)
+        from sglang_sage_ext.bench import drift
+
+        layer_rows, final_rows = drift.table_rows(doc)
+        text = _md_table(drift.LAYER_HEADER, layer_rows)
         text += "\nSage in every layer vs exact attention:\n\n" + _md_table(
-            ["quantity", "rel-L2", "max abs", "cosine", "KL mean", "top-1"],
-            [
-                [
-                    "hidden",
-                    final["hidden"]["rel_l2"],
-                    final["hidden"]["max_abs"],
-                    final["hidden"]["cosine"],
-                    "",
-                    "",
-                ],
-                [
-                    "logits",
-                    final["logits"]["rel_l2"],
-                    final["logits"]["max_abs"],
-                    final["logits"]["cosine"],
-                    final["logits"]["kl_mean"],
-                    final["logits"]["top1_agreement"],
-                ],
-            ],
+            drift.FINAL_HEADER, final_rows
         )
         return text
     return ""

@@ -229,17 +229,9 @@ def running_server(
 
 def post_json(port: int, path: str, payload: Mapping[str, object], timeout: float = 300.0) -> dict:
     """POST `payload` as JSON to 127.0.0.1:`port``path` and return the decoded JSON reply."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")[:2000]
-        raise RuntimeError(f"POST {path} -> HTTP {exc.code}: {body}") from exc
+    from sglang_sage_ext.bench import client
+
+    return client.post_json(f"http://127.0.0.1:{port}", path, payload, timeout)
 
 
 def generate(

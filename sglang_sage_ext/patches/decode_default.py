@@ -1,6 +1,7 @@
 """Patch point `decode_default`: pick the decode backend of `--attention-backend sage_attn`.
 
-Wraps `ServerArgs.__post_init__` (every release) so that the choice is made before SGLang
+Wraps the method where ServerArgs resolves its backends (`__post_init__`; `resolve_once` on
+0.5.23, see `compat.server_args_resolution_method`) so that the choice is made before SGLang
 resolves prefill/decode backends, page sizes and CUDA-graph settings, exactly as if the user had
 passed `--decode-attention-backend`; the scheduler processes receive the resolved ServerArgs.
 """
@@ -13,13 +14,13 @@ from typing import Any
 
 import wrapt
 
-from sglang_sage_ext import decode_backend, status
+from sglang_sage_ext import compat, decode_backend, status
 from sglang_sage_ext.patches import MARKER
 
 logger = logging.getLogger("sglang_sage_ext")
 
 
-def _post_init(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+def _before_resolution(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     try:
         line = decode_backend.choose(instance)
     except Exception as exc:  # never block a launch over an optimisation
@@ -31,12 +32,13 @@ def _post_init(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def apply(module: ModuleType) -> str:
-    """Wrap `ServerArgs.__post_init__` (idempotent)."""
-    post_init = getattr(module.ServerArgs, "__post_init__", None)
-    if post_init is None:
-        raise AttributeError("ServerArgs.__post_init__ not found")
-    if getattr(post_init, MARKER, False):
+    """Wrap ServerArgs' resolution method (idempotent)."""
+    name = compat.server_args_resolution_method(module.ServerArgs)
+    method = getattr(module.ServerArgs, name, None)
+    if method is None:
+        raise AttributeError(f"ServerArgs.{name} not found")
+    if getattr(method, MARKER, False):
         return "already applied"
-    wrapt.wrap_function_wrapper(module, "ServerArgs.__post_init__", _post_init)
-    setattr(module.ServerArgs.__post_init__, MARKER, True)
-    return "applied: ServerArgs.__post_init__ wrapped"
+    wrapt.wrap_function_wrapper(module, f"ServerArgs.{name}", _before_resolution)
+    setattr(getattr(module.ServerArgs, name), MARKER, True)
+    return f"applied: ServerArgs.{name} wrapped"

@@ -1,0 +1,529 @@
+"""SageAttention for SGLang extend batches: chunked prefill and radix-cache hits, in Triton.
+
+SGLang prefills long prompts in chunks and reuses cached prefixes, so most long-prompt attention
+is a chunk of new queries attending to a paged prefix plus itself: causal attention aligned to
+the bottom right, with q_len < kv_len. SageAttention 1.0.6 masks top-left and its varlen kernel
+has no paged-KV input, so this module implements the same method for SGLang's extend layout:
+
+* SageAttention (Zhang et al., ICLR 2025, arXiv:2410.02367): INT8 Q and K after *smoothing* K,
+  i.e. subtracting one vector from every key. Softmax is invariant to adding q·c to every score of a
+  row, so any vector c that is the same for all keys a query sees leaves the result exact; it
+  removes the channel-wise outliers of K that would otherwise eat the INT8 range. Here c is one
+  vector per (request, kv head): the mean of up to 64 of the request's *new* keys, sampled evenly
+  over the chunk. It is subtracted from prefix keys too (same request, same c: still exact).
+  Softmax runs in fp32 with exp2 (sm_scale * log2(e) is folded into Q before quantization).
+  Granularity: one scale per query row and per key (finer than SageAttention 1's per-block
+  scales and SageAttention2's per-thread ones). It is free here: the key scales are a vector
+  multiplied into the score tile anyway, and since every query scale is positive the row max
+  is taken before applying it, which then rides in exp2's argument as one FMA. On random
+  inputs this took the INT8-QK error from ~1.0e-2 (per-block) to ~7e-3 (CPU interpreter).
+* SageAttention2 (Zhang et al., ICML 2025, arXiv:2411.10958): on GPUs with FP8 tensor cores
+  (sm89, sm90) P·V runs in FP8 e4m3: P (in [0, 1]) is scaled by 448 and V is quantized with one
+  scale per (request, kv head, channel), amax / 448; both scales are divided out of the fp32
+  accumulator at the end. On sm80/86 P·V runs in FP16 (SageAttention 1), as `pv_mode="fp16"`.
+  Accuracy cost: e4m3 keeps 3 mantissa bits, so rounding P and V costs ~3.3e-2 rel-L2 against
+  float64 on i.i.d. normal inputs (PyTorch emulation and CPU interpreter agree), versus ~7e-3
+  for FP16 P·V. Whether that is acceptable is a model-level question (perplexity), not a kernel
+  one; `pv_mode="fp16"` is the accurate choice.
+
+Data flow, three launches per call (all asynchronous, no host synchronization):
+
+1. (fp8 only) `_kv_prep_kernel[STATS]`: per 64-key block, |V| amax per channel, atomic max into
+   `vmax[B, Hkv, D]` (max is order independent, so this is deterministic).
+2. `_kv_prep_kernel`: reads each request's keys and values once, prefix rows straight from the
+   KV pool through `kv_indices`, new rows from `k`/`v`, and writes a *packed quantized copy* of
+   this batch's keys and values: INT8 K `[Hkv, Npad, Dp]` + one fp32 scale per key, and V
+   (FP8 or FP16) transposed `[Hkv, Dp, Npad]`, each request starting on a 64-key boundary.
+   Why a pre-pass rather than quantizing K inside the attention loop: every query tile (and every
+   query head of a GQA group) would requantize the same K tile; the pre-pass does it once. The
+   copy costs ~3 bytes moved per K element and ~3 (fp8) / 4 (fp16) per V element, once per call,
+   against an attention loop that is compute-bound for any prefix longer than a few hundred
+   tokens; e.g. a 4K chunk over a 28K prefix (8 kv heads, D=128) moves ~0.2 GB (~70 us at
+   3 TB/s) against ~2 TFLOP of attention (~4 ms at 500 TFLOP/s), < 2 %. The copy is half the
+   bytes of the bf16 prefix in fp8 mode, and it lets the hot loop read contiguous tiles without
+   an index load per key. V is written transposed (token index contiguous) because Hopper's FP8
+   wgmma needs its B operand K-major (as in Triton's fused-attention tutorial).
+3. `_sage_extend_fwd`: grid (query tiles, Hq, B). Q is quantized in the kernel (once per
+   program). Keys below `prefix + first query of the tile` are visible to every row of the
+   tile and run unmasked; the remaining at most BLOCK_M / BLOCK_N + 1 tiles apply the
+   bottom-right causal mask `key <= prefix + query`.
+
+Semantics are SGLang's `extend_attention_fwd(..., is_causal=True)` with page_size 1, no custom
+mask, no sliding window, no logit cap.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+#: Keys per INT8 K scale, and the alignment of each request in the packed buffers.
+KEY_BLOCK = 64
+#: The same value as a constexpr global, readable inside @triton.jit functions.
+_KEY_BLOCK = tl.constexpr(KEY_BLOCK)
+_LOG2E = 1.4426950408889634
+_FP8_MAX = 448.0
+
+#: Candidate launch configurations of the attention kernel (few: each is a separate compile).
+CONFIGS: tuple[dict[str, int], ...] = (
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+    {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+)
+AUTOTUNE_ENV = "SGLANG_SAGE_EXTEND_AUTOTUNE"
+#: Triton's CPU interpreter (3.9) converts fp32 -> float8e4nv without carrying a round-up into
+#: the exponent (125.75 -> 64 instead of 128). Under the interpreter we round to 3 mantissa bits
+#: ourselves first, so the conversion is exact and CPU tests see what the GPU's cvt.rn computes.
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _to_fp8(x, PRE_ROUND: tl.constexpr):
+    """fp32 -> float8e4nv, round to nearest even (hardware cvt on GPU)."""
+    if PRE_ROUND:
+        bits = x.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def _find_request(blk_indptr, p, B):
+    """Largest b with blk_indptr[b] <= p (binary search; blk_indptr is non-decreasing)."""
+    lo = B * 0  # a tensor from the start: loop-carried types must not change
+    hi = B
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        start = tl.load(blk_indptr + mid)
+        lo = tl.where(start <= p, mid, lo)
+        hi = tl.where(start <= p, hi, mid)
+    return lo
+
+
+@triton.jit(do_not_specialize=["B"])  # B == 1 must not turn the search loop constexpr
+def _kv_prep_kernel(
+    K,
+    V,
+    K_buffer,
+    V_buffer,
+    qo_indptr,
+    kv_indptr,
+    kv_indices,
+    blk_indptr,
+    Kq,
+    Ks,
+    Vq,
+    Vmax,
+    B,
+    Hkv,
+    stride_kn,
+    stride_kh,
+    stride_vn,
+    stride_vh,
+    stride_kbn,
+    stride_kbh,
+    stride_vbn,
+    stride_vbh,
+    n_pad,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    STATS: tl.constexpr,
+    PV_FP8: tl.constexpr,
+    PRE_ROUND: tl.constexpr,
+):
+    """One program per (64-key block of the packed batch, kv head); see the module docstring."""
+    p = tl.program_id(0)
+    h = tl.program_id(1)
+    if p >= tl.load(blk_indptr + B):
+        return
+    b = _find_request(blk_indptr, p, B)
+    pre_start = tl.load(kv_indptr + b)
+    pre_len = tl.load(kv_indptr + b + 1) - pre_start
+    q_start = tl.load(qo_indptr + b)
+    ext_len = tl.load(qo_indptr + b + 1) - q_start
+    kv_len = pre_len + ext_len
+    blk_start = tl.load(blk_indptr + b)
+
+    offs_j = (p - blk_start) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)  # key position in request
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    valid = offs_j < kv_len
+    in_pre = valid & (offs_j < pre_len)
+    in_new = valid & (offs_j >= pre_len)
+    slot = tl.load(kv_indices + pre_start + offs_j, mask=in_pre, other=0).to(tl.int64)
+    row = (q_start + offs_j - pre_len).to(tl.int64)
+    m_pre = in_pre[:, None] & d_ok[None, :]
+    m_new = in_new[:, None] & d_ok[None, :]
+    h64 = h.to(tl.int64)
+
+    v_pre = tl.load(
+        V_buffer + slot[:, None] * stride_vbn + h64 * stride_vbh + offs_d[None, :], mask=m_pre
+    )
+    v_new = tl.load(V + row[:, None] * stride_vn + h64 * stride_vh + offs_d[None, :], mask=m_new)
+    vt = tl.where(in_pre[:, None], v_pre, v_new).to(tl.float32)
+    vt = tl.where(valid[:, None] & d_ok[None, :], vt, 0.0)
+    vmax_ptr = Vmax + (b * Hkv + h) * BLOCK_D + offs_d
+    if STATS:
+        tl.atomic_max(vmax_ptr, tl.max(tl.abs(vt), 0))
+        return
+
+    # Smoothing vector: mean of up to KEY_BLOCK new keys of this request, evenly sampled.
+    # Every program of the request computes the identical vector (deterministic, no sync).
+    n_s = tl.minimum(ext_len, _KEY_BLOCK)
+    i_s = tl.arange(0, _KEY_BLOCK)
+    s_ok = i_s < n_s
+    s_row = (q_start + (i_s * ext_len) // tl.maximum(n_s, 1)).to(tl.int64)
+    k_s = tl.load(
+        K + s_row[:, None] * stride_kn + h64 * stride_kh + offs_d[None, :],
+        mask=s_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    k_mean = tl.sum(k_s.to(tl.float32), 0) / tl.maximum(n_s, 1).to(tl.float32)
+
+    k_pre = tl.load(
+        K_buffer + slot[:, None] * stride_kbn + h64 * stride_kbh + offs_d[None, :], mask=m_pre
+    )
+    k_new = tl.load(K + row[:, None] * stride_kn + h64 * stride_kh + offs_d[None, :], mask=m_new)
+    kt = tl.where(in_pre[:, None], k_pre, k_new).to(tl.float32) - k_mean[None, :]
+    kt = tl.where(valid[:, None] & d_ok[None, :], kt, 0.0)
+    k_scale = tl.maximum(tl.max(tl.abs(kt), 1), 1e-12) / 127.0  # one scale per key
+    k_i = kt / k_scale[:, None]
+    k_i += 0.5 * tl.where(k_i >= 0, 1.0, -1.0)  # round half away from zero, as SageAttention
+    out_n = p.to(tl.int64) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)
+    tl.store(Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :], k_i.to(tl.int8))
+    tl.store(Ks + h64 * n_pad + out_n, k_scale)
+
+    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + out_n[:, None]  # transposed
+    if PV_FP8:
+        v_scale = tl.maximum(tl.load(vmax_ptr), 1e-12) / 448.0
+        v_q = tl.minimum(tl.maximum(vt / v_scale[None, :], -448.0), 448.0)
+        tl.store(v_ptr, _to_fp8(v_q, PRE_ROUND))
+    else:
+        tl.store(v_ptr, vt.to(tl.float16))
+
+
+@triton.jit
+def _attn_tiles(
+    acc,
+    l_i,
+    m_i,
+    q_i,
+    q_scale,
+    k_base,
+    ks_base,
+    v_base,
+    lo,
+    hi,
+    kv_len,
+    pre_len,
+    offs_m,
+    n_pad,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MASKED: tl.constexpr,
+    PV_FP8: tl.constexpr,
+    PRE_ROUND: tl.constexpr,
+):
+    """Online softmax over keys [lo, hi) of one request (INT8 QK, FP8/FP16 PV)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        if MASKED:
+            n_ok = offs_n < kv_len
+            k = tl.load(k_base + offs_n[None, :] * BLOCK_D + offs_d[:, None], mask=n_ok[None, :])
+            k_scale = tl.load(ks_base + offs_n, mask=n_ok, other=0.0)
+        else:
+            k = tl.load(k_base + offs_n[None, :] * BLOCK_D + offs_d[:, None])
+            k_scale = tl.load(ks_base + offs_n)
+        # Score = q_scale[row] * t; q_scale > 0, so the row max is taken on t and the
+        # per-row scale costs one FMA inside exp2's argument, no extra pass.
+        t = tl.dot(q_i, k).to(tl.float32) * k_scale[None, :]
+        if MASKED:
+            visible = (offs_n[None, :] <= pre_len + offs_m[:, None]) & n_ok[None, :]
+            t = tl.where(visible, t, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(t, 1) * q_scale)
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(t * q_scale[:, None] - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(v_base + offs_d[None, :] * n_pad + offs_n[:, None], mask=n_ok[:, None])
+        else:
+            v = tl.load(v_base + offs_d[None, :] * n_pad + offs_n[:, None])
+        if PV_FP8:  # noqa: SIM108 (constexpr branch: only one dot is compiled)
+            pv = tl.dot(_to_fp8(p * 448.0, PRE_ROUND), v)
+        else:
+            pv = tl.dot(p.to(tl.float16), v)
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _sage_extend_fwd(
+    Q,
+    Out,
+    Kq,
+    Ks,
+    Vq,
+    Vmax,
+    qo_indptr,
+    kv_indptr,
+    blk_indptr,
+    qk_scale,
+    Hkv,
+    group,
+    stride_qn,
+    stride_qh,
+    stride_on,
+    stride_oh,
+    n_pad,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PV_FP8: tl.constexpr,
+    PRE_ROUND: tl.constexpr,
+):
+    """One program per (query tile, query head, request): bottom-right causal Sage attention."""
+    pid_m = tl.program_id(0)
+    hq = tl.program_id(1)
+    b = tl.program_id(2)
+    q_start = tl.load(qo_indptr + b)
+    ext_len = tl.load(qo_indptr + b + 1) - q_start
+    if pid_m * BLOCK_M >= ext_len:
+        return
+    pre_len = tl.load(kv_indptr + b + 1) - tl.load(kv_indptr + b)
+    kv_len = pre_len + ext_len
+    hk = (hq // group).to(tl.int64)  # runtime: one compile serves every GQA ratio
+    key0 = tl.load(blk_indptr + b).to(tl.int64) * _KEY_BLOCK  # packed position of key 0
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < ext_len
+    io_mask = m_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    q_rows = (q_start + offs_m).to(tl.int64)
+    q = tl.load(Q + q_rows[:, None] * stride_qn + hq * stride_qh + offs_d[None, :], mask=io_mask)
+    q = q.to(tl.float32) * qk_scale  # sm_scale * log2(e): scores come out in log2 units
+    q_scale = tl.maximum(tl.max(tl.abs(q), 1), 1e-12) / 127.0  # one scale per query row
+    q_i = q / q_scale[:, None]
+    q_i += 0.5 * tl.where(q_i >= 0, 1.0, -1.0)
+    q_i = q_i.to(tl.int8)
+
+    k_base = Kq + (hk * n_pad + key0) * BLOCK_D
+    ks_base = Ks + hk * n_pad + key0
+    v_base = Vq + hk * BLOCK_D * n_pad + key0
+
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    # Keys < pre_len + first query row are visible to all rows: no mask there.
+    full_end = ((pre_len + pid_m * BLOCK_M) // BLOCK_N) * BLOCK_N
+    causal_end = tl.minimum(kv_len, pre_len + (pid_m + 1) * BLOCK_M)
+    acc, l_i, m_i = _attn_tiles(
+        acc, l_i, m_i, q_i, q_scale, k_base, ks_base, v_base, 0, full_end, kv_len, pre_len,
+        offs_m, n_pad, BLOCK_N, BLOCK_D, False, PV_FP8, PRE_ROUND,
+    )  # fmt: skip
+    acc, l_i, m_i = _attn_tiles(
+        acc, l_i, m_i, q_i, q_scale, k_base, ks_base, v_base, full_end, causal_end, kv_len,
+        pre_len, offs_m, n_pad, BLOCK_N, BLOCK_D, True, PV_FP8, PRE_ROUND,
+    )  # fmt: skip
+
+    out = acc / l_i[:, None]
+    if PV_FP8:
+        v_scale = tl.maximum(tl.load(Vmax + (b * Hkv + hk) * BLOCK_D + offs_d), 1e-12) / 448.0
+        out = out * (v_scale / 448.0)[None, :]
+    o_ptr = Out + q_rows[:, None] * stride_on + hq * stride_oh + offs_d[None, :]
+    tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=io_mask)
+
+
+def _autotuned():
+    """The attention kernel under `triton.autotune` over CONFIGS (opt-in: see launch notes)."""
+    global _TUNED
+    if _TUNED is None:
+        configs = [
+            triton.Config(
+                {"BLOCK_M": c["BLOCK_M"], "BLOCK_N": c["BLOCK_N"]},
+                num_warps=c["num_warps"],
+                num_stages=c["num_stages"],
+            )
+            for c in CONFIGS
+        ]
+        _TUNED = triton.autotune(configs, key=["HEAD_DIM", "PV_FP8"])(_sage_extend_fwd)
+    return _TUNED
+
+
+_TUNED = None
+
+
+def default_config(head_dim: int, pv_fp8: bool) -> dict[str, int]:
+    """The launch configuration used without autotuning (128x64 tiles, 8 warps, 3 stages)."""
+    del pv_fp8
+    cfg = dict(CONFIGS[0])
+    if head_dim <= 64:
+        cfg["num_warps"] = 4
+    return cfg
+
+
+def resolve_pv_mode(pv_mode: str, device: torch.device) -> bool:
+    """True for FP8 P·V. "auto" picks FP8 where the GPU has FP8 tensor cores (sm89+)."""
+    if pv_mode == "fp8":
+        return True
+    if pv_mode == "fp16":
+        return False
+    if pv_mode != "auto":
+        raise ValueError(f"pv_mode must be 'auto', 'fp16' or 'fp8', not {pv_mode!r}")
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def sage_extend_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    max_len_extend: int,
+    sm_scale: float | None = None,
+    *,
+    pv_mode: str = "auto",
+    config: dict[str, int] | None = None,
+) -> dict[str, int] | None:
+    """Sage (INT8 QK, FP8/FP16 PV) attention of an SGLang extend batch into `o`.
+
+    q: [T, Hq, D]; k, v: [T, Hkv, D] new tokens (strided views allowed, last dim contiguous);
+    o: [T, Hq, D], only rows < qo_indptr[-1] are written. k_buffer, v_buffer: [pool, Hkv, D]
+    KV pool (page_size 1): prefix token i of request b is at k_buffer[kv_indices[kv_indptr[b]
+    + i]]. qo_indptr / kv_indptr: int32 [B+1] (kv_indptr counts prefix tokens only).
+    Query row i of request b sees all of b's prefix and its new tokens j <= i.
+    `config` (keys BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
+    configuration (benchmarks); with SGLANG_SAGE_EXTEND_AUTOTUNE=1 the kernel is autotuned over
+    CONFIGS (keyed on head dim and PV mode: the first call of each key decides).
+    Returns the compiled-kernel metadata of the attention launch when `config` is given (for
+    benchmarks), else None. No host synchronization.
+    """
+    n_tok, hq, head_dim = q.shape
+    hkv = k.shape[1]
+    batch = qo_indptr.numel() - 1
+    if batch <= 0 or max_len_extend <= 0:
+        return None
+    if hq % hkv:
+        raise ValueError(f"query heads {hq} are not a multiple of kv heads {hkv}")
+    for name, t in (("q", q), ("k", k), ("v", v), ("o", o), ("k_buffer", k_buffer)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dimension")
+    if v_buffer.stride(-1) != 1:
+        raise ValueError("v_buffer must have a contiguous last dimension")
+    pv_fp8 = resolve_pv_mode(pv_mode, q.device)
+    if sm_scale is None:
+        sm_scale = head_dim**-0.5
+    block_d = triton.next_power_of_2(head_dim)
+    dev = q.device
+
+    # Packed layout: request b starts at key block blk_indptr[b] (64-key aligned).
+    # Upper bounds from shapes only, so nothing waits for the GPU.
+    n_blk = (kv_indices.numel() + n_tok) // KEY_BLOCK + batch + 1
+    n_pad = n_blk * KEY_BLOCK
+    kv_lens = (kv_indptr[1:] - kv_indptr[:-1]) + (qo_indptr[1:] - qo_indptr[:-1])
+    blk_indptr = torch.zeros(batch + 1, dtype=torch.int32, device=dev)
+    torch.cumsum(
+        torch.div(kv_lens + (KEY_BLOCK - 1), KEY_BLOCK, rounding_mode="floor"),
+        0,
+        out=blk_indptr[1:],
+    )
+
+    kq = torch.empty((hkv, n_pad, block_d), dtype=torch.int8, device=dev)
+    ks = torch.empty((hkv, n_pad), dtype=torch.float32, device=dev)
+    vq = torch.empty(
+        (hkv, block_d, n_pad), dtype=torch.float8_e4m3fn if pv_fp8 else torch.float16, device=dev
+    )
+    vmax = torch.zeros((batch, hkv, block_d), dtype=torch.float32, device=dev)
+    prep_args = (
+        k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices, blk_indptr, kq, ks, vq, vmax,
+        batch, hkv, k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buffer.stride(0),
+        k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1), n_pad,
+    )  # fmt: skip
+    prep_warps = 4 if block_d <= 64 else 8
+    if pv_fp8:
+        _kv_prep_kernel[(n_blk, hkv)](
+            *prep_args,
+            HEAD_DIM=head_dim,
+            BLOCK_D=block_d,
+            STATS=True,
+            PV_FP8=True,
+            PRE_ROUND=_INTERPRET,
+            num_warps=prep_warps,
+        )
+    _kv_prep_kernel[(n_blk, hkv)](
+        *prep_args,
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d,
+        STATS=False,
+        PV_FP8=pv_fp8,
+        PRE_ROUND=_INTERPRET,
+        num_warps=prep_warps,
+    )
+
+    attn_args = (
+        q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, blk_indptr, sm_scale * _LOG2E, hkv,
+        hq // hkv,
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), n_pad,
+    )  # fmt: skip
+    consts = {
+        "HEAD_DIM": head_dim,
+        "BLOCK_D": block_d,
+        "PV_FP8": pv_fp8,
+        "PRE_ROUND": _INTERPRET,
+    }
+    if config is None and os.environ.get(AUTOTUNE_ENV) == "1" and dev.type == "cuda":
+        tuned = _autotuned()
+
+        def grid(meta):
+            return (triton.cdiv(max_len_extend, meta["BLOCK_M"]), hq, batch)
+
+        tuned[grid](*attn_args, **consts)
+        return None
+    cfg = config or default_config(head_dim, pv_fp8)
+    grid = (triton.cdiv(max_len_extend, cfg["BLOCK_M"]), hq, batch)
+    compiled = _sage_extend_fwd[grid](
+        *attn_args,
+        **consts,
+        BLOCK_M=cfg["BLOCK_M"],
+        BLOCK_N=cfg["BLOCK_N"],
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    if config is None:
+        return None
+    return compiled_metadata(compiled)
+
+
+def compiled_metadata(compiled: object) -> dict[str, int]:
+    """Registers, spills, shared memory, warps and stages of a launched Triton kernel."""
+    meta = getattr(compiled, "metadata", None)
+    out: dict[str, int] = {}
+    for key in ("n_regs", "n_spills"):
+        val = getattr(compiled, key, None)
+        if isinstance(val, int):
+            out[key] = val
+    for key in ("shared", "num_warps", "num_stages"):
+        val = getattr(meta, key, None)
+        if isinstance(val, int):
+            out[key] = val
+    return out
+
+
+def autotuned_choice() -> dict[str, int] | None:
+    """The configuration the autotuner picked last (None if it has not run)."""
+    best = getattr(_TUNED, "best_config", None)
+    if best is None:
+        return None
+    return {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
