@@ -271,20 +271,7 @@ def throughput(**kw: Any) -> None:
     doc.update(run)
     doc["comparison"] = comparison
     if not kw["as_json"]:
-        rows = []
-        for key, c in comparison.items():
-            for metric in (
-                "request_throughput",
-                "input_throughput",
-                "output_throughput",
-                "ttft_ms_median",
-                "ttft_ms_p99",
-                "tpot_ms_median",
-                "itl_ms_median",
-                "itl_ms_p99",
-            ):
-                v = c[metric]
-                rows.append([key, metric, v["sage"], v["baseline"], ui.pct(v["rel"])])
+        rows = tp.comparison_rows(comparison, ui.pct)
         for role, r in (("sage", sage), ("baseline", base)):
             mem = r["memory"]
             rows.append(["memory", f"{role} peak MiB", mem["peak_server_mib"], "", ""])

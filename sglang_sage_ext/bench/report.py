@@ -182,20 +182,9 @@ def _images_for(kind: str) -> list[str]:
 
 def _section(kind: str, doc: dict[str, Any], baseline: str) -> str:
     if kind == "throughput":
-        rows = []
-        for key, c in doc["comparison"].items():
-            for metric in (
-                "request_throughput",
-                "input_throughput",
-                "output_throughput",
-                "ttft_ms_median",
-                "ttft_ms_p99",
-                "tpot_ms_median",
-                "itl_ms_median",
-                "itl_ms_p99",
-            ):
-                v = c[metric]
-                rows.append([key, metric, v["sage"], v["baseline"], pct(v["rel"])])
+        from sglang_sage_ext.bench import throughput
+
+        rows = throughput.comparison_rows(doc["comparison"], pct)
         text = _md_table(["grid point", "metric", "sage_attn", baseline, "change"], rows)
         mem = [
             [

@@ -223,3 +223,26 @@ def _headline(m: dict[str, Any]) -> dict[str, float | None]:
         "itl_ms_median": m["itl_ms"]["median"],
         "itl_ms_p99": m["itl_ms"]["p99"],
     }
+
+
+#: The metrics the side-by-side tables show, per grid point.
+SUMMARY_METRICS = (
+    "request_throughput",
+    "input_throughput",
+    "output_throughput",
+    "ttft_ms_median",
+    "ttft_ms_p99",
+    "tpot_ms_median",
+    "itl_ms_median",
+    "itl_ms_p99",
+)
+
+
+def comparison_rows(comparison: dict[str, Any], change: Any) -> list[list[Any]]:
+    """[grid point, metric, sage, baseline, change(rel)] rows for the side-by-side tables."""
+    rows = []
+    for key, c in comparison.items():
+        for metric in SUMMARY_METRICS:
+            v = c[metric]
+            rows.append([key, metric, v["sage"], v["baseline"], change(v["rel"])])
+    return rows
