@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -82,11 +83,23 @@ def cpu_args() -> list[str]:
     return args
 
 
+#: SGLang derives more ports from --port (0.5.14: the gRPC port is port + 10000 and must stay
+#: <= 65535), so launched servers get ports from this range, not the kernel's ephemeral ones.
+PORT_RANGE = (20000, 50000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 in PORT_RANGE that was free a moment ago."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {PORT_RANGE} on 127.0.0.1")
 
 
 def _tail(path: Path, n: int = 40) -> str:
