@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._subproc import run_python
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
@@ -134,24 +133,12 @@ def run_cases() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def interpreter_rows() -> list[dict]:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     code = (
         "import json; from tests.test_sage_extend_kernel_cpu import run_cases; "
         "print('ROWS' + json.dumps(run_cases()))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"interpreter run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("ROWS"))
+    stdout = run_python(code, env={"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
+    line = next(x for x in stdout.splitlines() if x.startswith("ROWS"))
     rows = json.loads(line[4:])
     for r in rows:
         print(

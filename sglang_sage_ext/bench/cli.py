@@ -423,23 +423,10 @@ def logits(**kw: Any) -> None:
     doc.update(run)
     doc["comparison"] = comparison
     if not kw["as_json"]:
-        rows = [
-            [
-                key,
-                c["positions"],
-                c["kl_mean"],
-                c["kl_max"],
-                c["top1_agreement"],
-                c["max_abs_logprob_diff"],
-                f"{c['identical_greedy']}/{c['requests']}",
-                ",".join("-" if d is None else str(d) for d in c["first_divergence"]),
-            ]
-            for key, c in comparison.items()
-        ]
         ui.table(
             f"logits: sage_attn vs {opts.baseline} (reference)",
-            ["context", "positions", "KL mean", "KL max", "top-1", "max |Δlp|", "same", "div@"],
-            rows,
+            lg.TABLE_HEADER,
+            lg.comparison_rows(comparison),
         )
     _finish(doc, "logits", kw, lg.gates(comparison), limits)
 

@@ -98,6 +98,27 @@ def compare_samples(sage: Sequence[Sample], base: Sequence[Sample]) -> dict[str,
     return out
 
 
+#: Columns of `comparison_rows`; the last one (greedy divergence positions) is terminal-only.
+TABLE_HEADER = ["context", "positions", "KL mean", "KL max", "top-1", "max |Δlp|", "same", "div@"]
+
+
+def comparison_rows(comparison: dict[str, Any]) -> list[list[Any]]:
+    """One row per context length (and "all") for the side-by-side tables."""
+    return [
+        [
+            key,
+            c["positions"],
+            c["kl_mean"],
+            c["kl_max"],
+            c["top1_agreement"],
+            c["max_abs_logprob_diff"],
+            f"{c['identical_greedy']}/{c['requests']}",
+            ",".join("-" if d is None else str(d) for d in c["first_divergence"]),
+        ]
+        for key, c in comparison.items()
+    ]
+
+
 def gates(comparison: dict[str, Any]) -> dict[str, float | None]:
     overall = comparison.get("all", {})
     top1 = overall.get("top1_agreement")

@@ -215,18 +215,9 @@ def _section(kind: str, doc: dict[str, Any], baseline: str) -> str:
             f"\nSame answer on {fmt(comp['answer_agreement'])} of the questions.\n"
         )
     if kind == "logits":
-        rows = [
-            [
-                k,
-                c["positions"],
-                c["kl_mean"],
-                c["kl_max"],
-                c["top1_agreement"],
-                c["max_abs_logprob_diff"],
-                f"{c['identical_greedy']}/{c['requests']}",
-            ]
-            for k, c in doc["comparison"].items()
-        ]
+        from sglang_sage_ext.bench import logits
+
+        rows = [row[:-1] for row in logits.comparison_rows(doc["comparison"])]
         return _md_table(
             ["context", "positions", "KL mean", "KL max", "top-1", "max abs dlogprob", "same"],
             rows,
@@ -264,7 +255,21 @@ def _points(doc: dict[str, Any], role: str) -> list[dict[str, Any]]:
     return list(doc["results"][role]["points"].values())
 
 
-def _plot_ttft(plt: Any, runs: dict, path: Path) -> bool:
+def _plot_throughput_lines(
+    plt: Any,
+    runs: dict,
+    path: Path,
+    *,
+    x: str,
+    y: Any,
+    series: tuple[str, str],
+    series_label: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+) -> bool:
+    """One line per (backend, series key pair) over the throughput grid points."""
     doc = runs.get("throughput")
     if not doc:
         return False
@@ -273,56 +278,56 @@ def _plot_ttft(plt: Any, runs: dict, path: Path) -> bool:
         label = "sage_attn" if role == "sage" else doc["config"].get("baseline", role)
         groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
         for p in _points(doc, role):
-            groups.setdefault((p["concurrency"], p["output_len"]), []).append(
-                (p["input_len"], p["ttft_ms"]["median"])
-            )
-        for (conc, out_len), pts in sorted(groups.items()):
+            groups.setdefault((p[series[0]], p[series[1]]), []).append((p[x], y(p)))
+        for key, pts in sorted(groups.items()):
             pts.sort()
             ax.plot(
                 *zip(*pts, strict=True),
                 marker="o",
-                label=f"{label} c={conc} out={out_len}",
+                label=f"{label} " + series_label.format(*key),
                 linestyle="-" if role == "sage" else "--",
             )
-    ax.set_xlabel("prompt length (tokens)")
-    ax.set_ylabel("median TTFT (ms)")
-    ax.set_xscale("log", base=2)
-    ax.set_title("TTFT vs prompt length")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _plot_ttft(plt: Any, runs: dict, path: Path) -> bool:
+    return _plot_throughput_lines(
+        plt,
+        runs,
+        path,
+        x="input_len",
+        y=lambda p: p["ttft_ms"]["median"],
+        series=("concurrency", "output_len"),
+        series_label="c={} out={}",
+        xlabel="prompt length (tokens)",
+        ylabel="median TTFT (ms)",
+        title="TTFT vs prompt length",
+        log_x=True,
+    )
 
 
 def _plot_tps(plt: Any, runs: dict, path: Path) -> bool:
-    doc = runs.get("throughput")
-    if not doc:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for role in ("sage", "baseline"):
-        label = "sage_attn" if role == "sage" else doc["config"].get("baseline", role)
-        groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
-        for p in _points(doc, role):
-            groups.setdefault((p["input_len"], p["output_len"]), []).append(
-                (p["concurrency"], p["output_throughput"])
-            )
-        for (in_len, out_len), pts in sorted(groups.items()):
-            pts.sort()
-            ax.plot(
-                *zip(*pts, strict=True),
-                marker="o",
-                label=f"{label} in={in_len} out={out_len}",
-                linestyle="-" if role == "sage" else "--",
-            )
-    ax.set_xlabel("concurrency")
-    ax.set_ylabel("output tokens/s")
-    ax.set_title("Output throughput vs concurrency")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _plot_throughput_lines(
+        plt,
+        runs,
+        path,
+        x="concurrency",
+        y=lambda p: p["output_throughput"],
+        series=("input_len", "output_len"),
+        series_label="in={} out={}",
+        xlabel="concurrency",
+        ylabel="output tokens/s",
+        title="Output throughput vs concurrency",
+    )
 
 
 def _plot_kl(plt: Any, runs: dict, path: Path) -> bool:
