@@ -3,8 +3,10 @@
 Decode, forward metadata, K/V writes and CUDA-graph hooks stay SGLang's own for each release
 (they changed in 0.5.10, 0.5.14, 0.5.17 and 0.5.23). Only the instance attribute
 `extend_attention_fwd`, which every release's `forward_extend` calls after writing K/V, is
-replaced by a dispatcher: batches that Sage computes correctly go to `kernels.sage_extend`,
-all others to the saved Triton kernel, with the reason counted and logged once.
+replaced by a dispatcher: prefix-free batches go to `kernels.sage_extend` (sageattn_varlen),
+batches with cached prefixes (radix hits, chunked prefill, MIXED) and head_dim 96 to
+`kernels.sage_extend_paged`, the rest to the saved Triton kernel, with the reason counted and
+logged once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class _ExtendCall:
 
     reason: Reason | None
     num_tokens: int
+    paged: bool = False
     dispatched: bool = False
 
 
@@ -80,22 +83,43 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             sageattention_ok=problem is None,
             model_dtype=_dtype_name(getattr(model_runner, "dtype", torch.bfloat16)),
         )
+        paged_problem = kernels.paged_kernel_problem() if self.sage_unavailable is None else None
+        self._paged_mode = fallback.paged_kernel_mode()
+        self._paged_ok = self._paged_mode != "off" and paged_problem is None
+        self._paged_pv = kernels.paged_pv_mode()
         if self.sage_unavailable is None:
             logger.info(
-                "sage_attn: SageAttention extend path on (GPU sm%d%d; prefix-free extend "
-                "batches >= %d tokens); other extend batches on SGLang's Triton extend kernel",
+                "sage_attn: Sage extend path on (GPU sm%d%d; extend batches >= %d new tokens): %s; "
+                "the rest on SGLang's Triton extend kernel",
                 *capability,
                 self._min_tokens,
+                self._route_summary(paged_problem),
             )
         else:
             detail = problem if self.sage_unavailable is Reason.SAGEATTENTION_UNAVAILABLE else ""
             STATS.announce(self.sage_unavailable, detail)
 
+    def _route_summary(self, paged_problem: str | None) -> str:
+        paged = f"the paged Sage kernel (P·V {self._paged_pv})"
+        if not self._paged_ok:
+            why = paged_problem or f"{fallback.PAGED_KERNEL_ENV}=off"
+            return f"prefix-free on sageattn_varlen, cached prefixes on Triton ({why})"
+        if self._paged_mode == "all":
+            return f"all on {paged}"
+        return f"prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on {paged}"
+
     def forward_extend(self, q, k, v, layer, forward_batch, *args, **kwargs):
         """Decide Sage or Triton for this layer call, then let SGLang run its own extend."""
+        reason = self._layer_reason(q, k, layer, forward_batch, kwargs)
         self._call = _ExtendCall(
-            reason=self._layer_reason(q, k, layer, forward_batch, kwargs),
+            reason=reason,
             num_tokens=int(forward_batch.extend_num_tokens or 0),
+            paged=reason is None
+            and fallback.needs_paged_kernel(
+                forward_batch.extend_prefix_lens_cpu,
+                head_config(layer).qk_head_dim,
+                self._paged_mode,
+            ),
         )
         try:
             return super().forward_extend(q, k, v, layer, forward_batch, *args, **kwargs)
@@ -122,6 +146,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             prefix_lens=getattr(forward_batch, "extend_prefix_lens_cpu", None),
             num_tokens=int(forward_batch.extend_num_tokens or 0),
             min_new_tokens=self._min_tokens,
+            paged_kernel=self._paged_ok,
         )
 
     def _extend_dispatch(self, *args: Any, **kwargs: Any) -> Any:
@@ -134,10 +159,14 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         params: dict[str, Any] = {}
         if reason is None:
             params = self._extend_signature.bind(*args, **kwargs).arguments
-            reason = fallback.kernel_reason(params)
+            reason = fallback.kernel_reason(params, paged=call.paged)
         if reason is not None:
             STATS.record_fallback(reason)
             return self._triton_extend(*args, **kwargs)
+        if call.paged:
+            kernels.sage_extend_paged(params, self._paged_pv)
+            STATS.record_sage(call.num_tokens, "sage_paged")
+            return None
         kernels.sage_extend(
             params["q_extend"],
             params["k_extend"],
@@ -148,5 +177,5 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             params.get("sm_scale"),
             call.num_tokens,
         )
-        STATS.record_sage(call.num_tokens)
+        STATS.record_sage(call.num_tokens, "sageattn_varlen")
         return None

@@ -1,9 +1,11 @@
 """When the Sage path is exact enough to use, and why not otherwise (the fallback decision table).
 
-SageAttention 1.0.6's causal mask is top-left aligned and its varlen kernel has no paged-KV
-input, so it is only correct for extend batches where every request starts at position 0
-(no radix-cache prefix, not a later chunk of a chunked prefill). Every other batch runs on
-SGLang's exact Triton extend kernel. Nothing here imports SGLang; inputs are plain values.
+Two Sage kernels serve extend batches. SageAttention 1.0.6's `sageattn_varlen` masks top-left
+and has no paged-KV input, so it only takes batches where every request starts at position 0.
+The project's paged kernel (`sage_extend_kernel`, bottom-right mask, prefix read from the KV
+pool) takes the rest: radix-cache hits, later chunks of a chunked prefill, MIXED batches, and
+head_dim 96. What neither can do runs on SGLang's exact Triton extend kernel, with a reason.
+Nothing here imports SGLang; inputs are plain values.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from sglang_sage_ext.compat import HeadConfig
 
 FORCE_FALLBACK_ENV = "SGLANG_SAGE_FORCE_FALLBACK"
+PAGED_KERNEL_ENV = "SGLANG_SAGE_PAGED_EXTEND"
 MIN_TOKENS_ENV = "SGLANG_SAGE_MIN_TOKENS"
 #: Below this many new tokens in a batch the Triton kernel is used: Sage's quantization
 #: pass costs more than it saves there, and a single token smoothed by its own mean
@@ -23,6 +26,7 @@ MIN_TOKENS_ENV = "SGLANG_SAGE_MIN_TOKENS"
 DEFAULT_MIN_TOKENS = 16
 
 SAGE_HEAD_DIMS = (64, 128)  # sageattn_varlen 1.0.6 asserts head_dim in [64, 128]
+PAGED_HEAD_DIMS = (64, 96, 128)  # the paged kernel (sage_extend_kernel), D padded to 128
 SAGE_DTYPES = ("float16", "bfloat16")
 SAGE_FORWARD_MODES = ("EXTEND", "MIXED")
 
@@ -50,6 +54,8 @@ class Reason(str, enum.Enum):
     CACHED_PREFIX = "cached_prefix"
     PREFIX_UNKNOWN = "prefix_lens_unknown"
     SHORT_EXTEND = "short_extend"
+    KV_CACHE_DTYPE = "kv_cache_dtype"
+    LAYOUT = "layout"
     CUSTOM_MASK = "custom_mask"
     LSE_OR_SKIP = "lse_or_skip"
     TRITON_ONLY_BRANCH = "triton_only_branch"
@@ -66,7 +72,8 @@ EXPLAIN: dict[Reason, str] = {
     Reason.FORWARD_MODE: "not a plain extend (speculative verify/draft, DLLM, ...)",
     Reason.GRAPH_CAPTURE: "inside CUDA-graph capture",
     Reason.DTYPE: "query dtype is not float16/bfloat16",
-    Reason.HEAD_DIM: "head_dim not in (64, 128) or qk/v head dims differ",
+    Reason.HEAD_DIM: "head_dim not in (64, 96, 128) (without the paged kernel: (64, 128)) or "
+    "qk/v head dims differ",
     Reason.GQA_RATIO: "query heads are not a multiple of KV heads",
     Reason.NOT_CAUSAL: "non-causal attention (cross-attention, encoder-only, bidirectional)",
     Reason.SLIDING_WINDOW: "sliding-window layer",
@@ -74,9 +81,14 @@ EXPLAIN: dict[Reason, str] = {
     Reason.SINKS_OR_SCORE_MOD: "attention sinks or score_mod",
     Reason.XAI_TEMPERATURE: "xai temperature scaling",
     Reason.CACHED_PREFIX: "a request in the batch has a cached prefix (radix-cache hit or a "
-    "later chunk of chunked prefill); Sage 1.0.6's causal mask is top-left aligned",
+    "later chunk of chunked prefill) and the paged Sage kernel is off or unavailable "
+    f"({PAGED_KERNEL_ENV}=0, or a Triton without tensor descriptors); sageattn 1.0.6's causal "
+    "mask is top-left aligned",
     Reason.PREFIX_UNKNOWN: "the batch carries no CPU prefix lengths",
     Reason.SHORT_EXTEND: f"fewer new tokens than {MIN_TOKENS_ENV} (default {DEFAULT_MIN_TOKENS})",
+    Reason.KV_CACHE_DTYPE: "the KV cache is not float16/bfloat16 (e.g. --kv-cache-dtype "
+    "fp8_e4m3); the paged Sage kernel reads the pool as is",
+    Reason.LAYOUT: "q/k/v/o or the KV pool without a contiguous last dimension",
     Reason.CUSTOM_MASK: "custom attention mask",
     Reason.LSE_OR_SKIP: "the caller needs the LSE or a split prefix/extend pass",
     Reason.TRITON_ONLY_BRANCH: "SGLang took a Triton-only branch (deterministic mode, DCP, "
@@ -97,6 +109,35 @@ PROCESS_WIDE = frozenset(
 def forced_off() -> bool:
     """The documented switch that sends every extend batch to the exact Triton kernel."""
     return os.environ.get(FORCE_FALLBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+#: SGLANG_SAGE_PAGED_EXTEND values: which Sage batches the paged kernel takes.
+PAGED_MODES = ("all", "prefix", "off")
+
+
+def paged_kernel_mode() -> str:
+    """Which Sage batches the paged kernel takes (SGLANG_SAGE_PAGED_EXTEND).
+
+    "all" (default): every one; it needs no host sync and is more accurate than
+    sageattn_varlen. "prefix": only what sageattn_varlen cannot do (cached prefixes, head_dim
+    96). "off" (or 0): prefix batches go back to Triton.
+    """
+    mode = os.environ.get(PAGED_KERNEL_ENV, "all").strip().lower()
+    if mode in ("0", "false", "no"):
+        return "off"
+    return mode if mode in PAGED_MODES else "all"
+
+
+def paged_kernel_enabled() -> bool:
+    """False when the user turned the paged Sage kernel off (prefix batches then use Triton)."""
+    return paged_kernel_mode() != "off"
+
+
+def needs_paged_kernel(prefix_lens: Iterable[int], head_dim: int, mode: str = "prefix") -> bool:
+    """True when the batch goes to the paged kernel rather than sageattn_varlen."""
+    if mode == "all":
+        return True
+    return head_dim not in SAGE_HEAD_DIMS or any(int(n) for n in prefix_lens)
 
 
 def min_tokens() -> int:
@@ -142,15 +183,20 @@ def extend_reason(
     prefix_lens: Iterable[int] | None,
     num_tokens: int,
     min_new_tokens: int,
+    paged_kernel: bool,
 ) -> Reason | None:
-    """The reason one layer's extend call must use Triton, or None when Sage is exact."""
+    """The reason one layer's extend call must use Triton, or None when Sage is exact.
+
+    `paged_kernel`: the paged Sage kernel is usable in this process (prefix batches, D=96).
+    """
     if forward_mode not in SAGE_FORWARD_MODES:
         return Reason.FORWARD_MODE
     if capturing:
         return Reason.GRAPH_CAPTURE
     if dtype not in SAGE_DTYPES:
         return Reason.DTYPE
-    if head.qk_head_dim != head.v_head_dim or head.qk_head_dim not in SAGE_HEAD_DIMS:
+    head_dims = PAGED_HEAD_DIMS if paged_kernel else SAGE_HEAD_DIMS
+    if head.qk_head_dim != head.v_head_dim or head.qk_head_dim not in head_dims:
         return Reason.HEAD_DIM
     if head.k_heads <= 0 or head.q_heads % head.k_heads or head.k_heads != head.v_heads:
         return Reason.GQA_RATIO
@@ -166,18 +212,19 @@ def extend_reason(
         return Reason.XAI_TEMPERATURE
     if prefix_lens is None:
         return Reason.PREFIX_UNKNOWN
-    if any(int(n) for n in prefix_lens):
+    if not paged_kernel and any(int(n) for n in prefix_lens):
         return Reason.CACHED_PREFIX
     if num_tokens < min_new_tokens:
         return Reason.SHORT_EXTEND
     return None
 
 
-def kernel_reason(params: Mapping[str, Any]) -> Reason | None:
+def kernel_reason(params: Mapping[str, Any], *, paged: bool = False) -> Reason | None:
     """Re-check the arguments SGLang actually passed to its extend kernel.
 
     `params` holds only the arguments given (`inspect.BoundArguments.arguments`), so the
-    kernel's defaults are assumed for the rest.
+    kernel's defaults are assumed for the rest. `paged`: the batch goes to the paged kernel,
+    which also reads the KV pool (dtype and layout checked here).
     """
     if params.get("custom_mask") is not None:
         return Reason.CUSTOM_MASK
@@ -199,4 +246,12 @@ def kernel_reason(params: Mapping[str, Any]) -> Reason | None:
         or params.get("skip_extend")
     ):
         return Reason.LSE_OR_SKIP
+    if paged:
+        pool = [params.get("k_buffer"), params.get("v_buffer")]
+        pool_dtypes = [str(getattr(t, "dtype", "")).removeprefix("torch.") for t in pool]
+        if any(dtype not in SAGE_DTYPES for dtype in pool_dtypes):
+            return Reason.KV_CACHE_DTYPE
+        names = ("q_extend", "k_extend", "v_extend", "o_extend", "k_buffer", "v_buffer")
+        if any(params[n].stride(-1) != 1 for n in names if params.get(n) is not None):
+            return Reason.LAYOUT
     return None

@@ -1,13 +1,18 @@
-"""The Sage extend kernel call: SageAttention 1.0.6 `sageattn_varlen` on SGLang's packed layout.
+"""The two Sage extend kernel calls, on SGLang's extend-kernel arguments.
 
-SageAttention (Zhang et al., "SageAttention: Accurate 8-Bit Attention for Plug-and-play
-Inference Acceleration", ICLR 2025, arXiv:2410.02367) quantizes Q and K per block to INT8
-after subtracting the mean of K ("smoothing"), and computes PV in FP16.
+* `sage_extend`: SageAttention 1.0.6 `sageattn_varlen` (Zhang et al., "SageAttention: Accurate
+  8-Bit Attention for Plug-and-play Inference Acceleration", ICLR 2025, arXiv:2410.02367):
+  INT8 Q/K per block after smoothing K, FP16 PV. Prefix-free batches only (top-left mask).
+* `sage_extend_paged`: the project's Triton kernel (`sage_extend_kernel`), same method with a
+  bottom-right mask over the paged prefix: radix hits, chunked prefill, MIXED batches.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -66,3 +71,52 @@ def sage_extend(
         smooth_k=False,
     )
     o[:num_tokens].copy_(out)
+
+
+PAGED_PV_ENV = "SGLANG_SAGE_EXTEND_PV"
+#: FP16 P·V by default: 7e-3..1e-2 rel-L2 vs float64 (better than sageattn 1.0.6's 1.15e-2)
+#: for ~6 % less speed than FP8 P·V on an H100 (3.2e-2..3.8e-2; bench/results/kernel_notes.md).
+DEFAULT_PAGED_PV = "fp16"
+
+
+@functools.lru_cache(maxsize=1)
+def paged_kernel_problem() -> str | None:
+    """None when the paged Sage kernel can be built here, else why not and how to fix it."""
+    try:
+        import sglang_sage_ext.sage_extend_kernel  # noqa: F401  (needs triton tensor descriptors)
+    except Exception as exc:
+        return (
+            f"the paged Sage kernel does not import ({type(exc).__name__}: {exc}); "
+            "fix: a Triton with triton.tools.tensor_descriptor (3.4+)"
+        )
+    return None
+
+
+def paged_pv_mode() -> str:
+    """P·V precision of the paged kernel: SGLANG_SAGE_EXTEND_PV = fp16 (default) | fp8 | auto."""
+    mode = os.environ.get(PAGED_PV_ENV, DEFAULT_PAGED_PV).strip().lower()
+    return mode if mode in ("fp16", "fp8", "auto") else DEFAULT_PAGED_PV
+
+
+def sage_extend_paged(params: Mapping[str, Any], pv_mode: str) -> None:
+    """Sage attention of an extend batch with cached prefixes, from SGLang's kernel arguments.
+
+    `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
+    qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
+    """
+    from sglang_sage_ext.sage_extend_kernel import sage_extend_attention
+
+    sage_extend_attention(
+        params["q_extend"],
+        params["k_extend"],
+        params["v_extend"],
+        params["o_extend"],
+        params["k_buffer"],
+        params["v_buffer"],
+        params["qo_indptr"],
+        params["kv_indptr"],
+        params["kv_indices"],
+        int(params["max_len_extend"]),
+        params.get("sm_scale"),
+        pv_mode=pv_mode,
+    )

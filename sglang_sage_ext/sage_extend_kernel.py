@@ -9,8 +9,8 @@ has no paged-KV input, so this module implements the same method for SGLang's ex
   i.e. subtracting one vector from every key. Softmax is invariant to adding q·c to every score of a
   row, so any vector c that is the same for all keys a query sees leaves the result exact; it
   removes the channel-wise outliers of K that would otherwise eat the INT8 range. Here c is one
-  vector per (request, kv head): the mean of up to 64 of the request's *new* keys, sampled evenly
-  over the chunk. It is subtracted from prefix keys too (same request, same c: still exact).
+  vector per (request, kv head): the mean of up to 64 of the request's keys (prefix and new),
+  sampled evenly (same request, same c for every key: still exact).
   Softmax runs in fp32 with exp2 (sm_scale * log2(e) is folded into Q before quantization).
   Granularity: one scale per query row and per key (finer than SageAttention 1's per-block
   scales and SageAttention2's per-thread ones). It is free here: the key scales are a vector
@@ -59,6 +59,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 #: Keys per INT8 K scale, and the alignment of each request in the packed buffers.
 KEY_BLOCK = 64
@@ -66,11 +67,18 @@ KEY_BLOCK = 64
 _KEY_BLOCK = tl.constexpr(KEY_BLOCK)
 _LOG2E = 1.4426950408889634
 _FP8_MAX = 448.0
+#: float32 whose bit pattern is 0x4B400000 (1.5 * 2**23): see `_int32_to_f32_biased`.
+_I2F_BIAS = tl.constexpr(12582912.0)
 
+#: Default launch configuration on sm90 (TMA; see default_config) and elsewhere.
+HOPPER_CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
+GENERIC_CONFIG = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
 #: Candidate launch configurations of the attention kernel (few: each is a separate compile).
 CONFIGS: tuple[dict[str, int], ...] = (
-    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+    GENERIC_CONFIG,
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 4},
     {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+    HOPPER_CONFIG,
     {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
 )
 AUTOTUNE_ENV = "SGLANG_SAGE_EXTEND_AUTOTUNE"
@@ -81,13 +89,25 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _to_fp8(x, PRE_ROUND: tl.constexpr):
-    """fp32 -> float8e4nv, round to nearest even (hardware cvt on GPU)."""
-    if PRE_ROUND:
+def _to_fp8(x, INTERPRET: tl.constexpr):
+    """fp32 -> float8e4nv, round to nearest even (hardware cvt on GPU; see _INTERPRET)."""
+    if INTERPRET:
         bits = x.to(tl.int32, bitcast=True)
         bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000
         x = bits.to(tl.float32, bitcast=True)
     return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def _exp2(x, INTERPRET: tl.constexpr):
+    """2**x. On the GPU `ex2.approx.ftz`: Triton's exp2 adds a denormal guard (compare and two
+    multiplies around MUFU.EX2) that this kernel never needs; the interpreter has no inline PTX.
+    """
+    if INTERPRET:
+        return tl.math.exp2(x)
+    return tl.inline_asm_elementwise(
+        "ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1
+    )
 
 
 @triton.jit
@@ -132,23 +152,34 @@ def _kv_prep_kernel(
     BLOCK_D: tl.constexpr,
     STATS: tl.constexpr,
     PV_FP8: tl.constexpr,
-    PRE_ROUND: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """One program per (64-key block of the packed batch, kv head); see the module docstring."""
     p = tl.program_id(0)
     h = tl.program_id(1)
+    h64 = h.to(tl.int64)
+    out_n = p.to(tl.int64) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    k_ptr = Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :]
+    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + out_n[:, None]  # transposed
     if p >= tl.load(blk_indptr + B):
+        # Blocks past the last request: zeros, so that a key tile that runs over the end of
+        # the batch never multiplies a masked (zero) probability by uninitialised NaN/Inf.
+        if not STATS:
+            zeros = tl.zeros([_KEY_BLOCK, BLOCK_D], dtype=tl.float32)
+            tl.store(k_ptr, zeros.to(tl.int8))
+            tl.store(Ks + h64 * n_pad + out_n, tl.zeros([_KEY_BLOCK], dtype=tl.float32))
+            tl.store(v_ptr, zeros.to(Vq.dtype.element_ty))
         return
     b = _find_request(blk_indptr, p, B)
-    pre_start = tl.load(kv_indptr + b)
-    pre_len = tl.load(kv_indptr + b + 1) - pre_start
-    q_start = tl.load(qo_indptr + b)
-    ext_len = tl.load(qo_indptr + b + 1) - q_start
+    pre_start = tl.load(kv_indptr + b).to(tl.int64)
+    pre_len = (tl.load(kv_indptr + b + 1) - pre_start).to(tl.int32)
+    q_start = tl.load(qo_indptr + b).to(tl.int64)
+    ext_len = (tl.load(qo_indptr + b + 1) - q_start).to(tl.int32)
     kv_len = pre_len + ext_len
     blk_start = tl.load(blk_indptr + b)
 
     offs_j = (p - blk_start) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)  # key position in request
-    offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     valid = offs_j < kv_len
     in_pre = valid & (offs_j < pre_len)
@@ -157,7 +188,6 @@ def _kv_prep_kernel(
     row = (q_start + offs_j - pre_len).to(tl.int64)
     m_pre = in_pre[:, None] & d_ok[None, :]
     m_new = in_new[:, None] & d_ok[None, :]
-    h64 = h.to(tl.int64)
 
     v_pre = tl.load(
         V_buffer + slot[:, None] * stride_vbn + h64 * stride_vbh + offs_d[None, :], mask=m_pre
@@ -170,18 +200,31 @@ def _kv_prep_kernel(
         tl.atomic_max(vmax_ptr, tl.max(tl.abs(vt), 0))
         return
 
-    # Smoothing vector: mean of up to KEY_BLOCK new keys of this request, evenly sampled.
-    # Every program of the request computes the identical vector (deterministic, no sync).
-    n_s = tl.minimum(ext_len, _KEY_BLOCK)
+    # Smoothing vector: mean of up to KEY_BLOCK keys of this request (prefix and new), evenly
+    # sampled. Every program of the request computes the identical vector (deterministic, no
+    # sync). Sampling the prefix too matters for short chunks: smoothing by the mean of one
+    # new key would add that key's noise to every prefix key (measured: 1-token extends went
+    # from 1.06e-2 to below 1e-2 rel-L2 with FP16 P·V).
+    n_s = tl.minimum(kv_len, _KEY_BLOCK)
     i_s = tl.arange(0, _KEY_BLOCK)
     s_ok = i_s < n_s
-    s_row = (q_start + (i_s * ext_len) // tl.maximum(n_s, 1)).to(tl.int64)
-    k_s = tl.load(
-        K + s_row[:, None] * stride_kn + h64 * stride_kh + offs_d[None, :],
-        mask=s_ok[:, None] & d_ok[None, :],
+    s_pos = (i_s * kv_len) // tl.maximum(n_s, 1)
+    s_pre = s_ok & (s_pos < pre_len)
+    s_new = s_ok & (s_pos >= pre_len)
+    s_slot = tl.load(kv_indices + pre_start + s_pos, mask=s_pre, other=0).to(tl.int64)
+    s_row = (q_start + s_pos - pre_len).to(tl.int64)
+    ks_pre = tl.load(
+        K_buffer + s_slot[:, None] * stride_kbn + h64 * stride_kbh + offs_d[None, :],
+        mask=s_pre[:, None] & d_ok[None, :],
         other=0.0,
     )
-    k_mean = tl.sum(k_s.to(tl.float32), 0) / tl.maximum(n_s, 1).to(tl.float32)
+    ks_new = tl.load(
+        K + s_row[:, None] * stride_kn + h64 * stride_kh + offs_d[None, :],
+        mask=s_new[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    k_s = tl.where(s_pre[:, None], ks_pre, ks_new).to(tl.float32)
+    k_mean = tl.sum(k_s, 0) / tl.maximum(n_s, 1).to(tl.float32)
 
     k_pre = tl.load(
         K_buffer + slot[:, None] * stride_kbn + h64 * stride_kbh + offs_d[None, :], mask=m_pre
@@ -192,17 +235,23 @@ def _kv_prep_kernel(
     k_scale = tl.maximum(tl.max(tl.abs(kt), 1), 1e-12) / 127.0  # one scale per key
     k_i = kt / k_scale[:, None]
     k_i += 0.5 * tl.where(k_i >= 0, 1.0, -1.0)  # round half away from zero, as SageAttention
-    out_n = p.to(tl.int64) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)
-    tl.store(Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :], k_i.to(tl.int8))
+    tl.store(k_ptr, k_i.to(tl.int8))
     tl.store(Ks + h64 * n_pad + out_n, k_scale)
-
-    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + out_n[:, None]  # transposed
     if PV_FP8:
         v_scale = tl.maximum(tl.load(vmax_ptr), 1e-12) / 448.0
         v_q = tl.minimum(tl.maximum(vt / v_scale[None, :], -448.0), 448.0)
-        tl.store(v_ptr, _to_fp8(v_q, PRE_ROUND))
+        tl.store(v_ptr, _to_fp8(v_q, INTERPRET))
     else:
         tl.store(v_ptr, vt.to(tl.float16))
+
+
+@triton.jit
+def _int32_to_f32_biased(x):
+    """int32 -> fp32 plus _I2F_BIAS, by integer add + bitcast: two full-rate ALU ops instead of
+    I2F, which runs at quarter rate on sm80/sm90 and would compete with exp2 for the MUFU-class
+    pipe. Exact for |x| < 2**22; an INT8 dot over D <= 256 stays below 127 * 127 * 256 < 2**22.
+    """
+    return (x + 0x4B400000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -212,52 +261,50 @@ def _attn_tiles(
     m_i,
     q_i,
     q_scale,
-    k_base,
+    k_desc,
     ks_base,
-    v_base,
+    v_desc,
+    k_row0,
+    v_row0,
+    key0,
     lo,
     hi,
     kv_len,
     pre_len,
     offs_m,
-    n_pad,
     BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
     MASKED: tl.constexpr,
     PV_FP8: tl.constexpr,
-    PRE_ROUND: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
-    """Online softmax over keys [lo, hi) of one request (INT8 QK, FP8/FP16 PV)."""
-    offs_d = tl.arange(0, BLOCK_D)
+    """Online softmax over keys [lo, hi) of one request (INT8 QK, FP8/FP16 PV).
+
+    K and V tiles come through TMA tensor descriptors (no per-element pointer tensors, which
+    took ~130 registers per thread and spilled at 128x64 tiles on sm90).
+    """
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = k_desc.load([k_row0 + start_n, 0])  # [BLOCK_N, BLOCK_D] int8
+        k_scale = tl.load(ks_base + offs_n)
+        # score = q_scale[row] * k_scale[key] * (t - bias); the bias rides in one FMA.
+        t = _int32_to_f32_biased(tl.dot(q_i, k.T))
+        k_bias = k_scale * _I2F_BIAS
+        t = t * k_scale[None, :] - k_bias[None, :]
         if MASKED:
-            n_ok = offs_n < kv_len
-            k = tl.load(k_base + offs_n[None, :] * BLOCK_D + offs_d[:, None], mask=n_ok[None, :])
-            k_scale = tl.load(ks_base + offs_n, mask=n_ok, other=0.0)
-        else:
-            k = tl.load(k_base + offs_n[None, :] * BLOCK_D + offs_d[:, None])
-            k_scale = tl.load(ks_base + offs_n)
-        # Score = q_scale[row] * t; q_scale > 0, so the row max is taken on t and the
-        # per-row scale costs one FMA inside exp2's argument, no extra pass.
-        t = tl.dot(q_i, k).to(tl.float32) * k_scale[None, :]
-        if MASKED:
-            visible = (offs_n[None, :] <= pre_len + offs_m[:, None]) & n_ok[None, :]
+            visible = (offs_n[None, :] <= pre_len + offs_m[:, None]) & (offs_n < kv_len)[None, :]
             t = tl.where(visible, t, float("-inf"))
+        # q_scale > 0: the row max is taken on t and the scale costs one FMA in exp2's argument.
         m_new = tl.maximum(m_i, tl.max(t, 1) * q_scale)
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(t * q_scale[:, None] - m_new[:, None])
+        alpha = _exp2(m_i - m_new, INTERPRET)
+        p = _exp2(t * q_scale[:, None] - m_new[:, None], INTERPRET)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if MASKED:
-            v = tl.load(v_base + offs_d[None, :] * n_pad + offs_n[:, None], mask=n_ok[:, None])
+        v = v_desc.load([v_row0, key0 + start_n]).T  # [BLOCK_N, BLOCK_D]; stored transposed
+        acc = acc * alpha[:, None]
+        if PV_FP8:  # constexpr branch: only one dot is compiled
+            acc = tl.dot(_to_fp8(p * 448.0, INTERPRET), v, acc)
         else:
-            v = tl.load(v_base + offs_d[None, :] * n_pad + offs_n[:, None])
-        if PV_FP8:  # noqa: SIM108 (constexpr branch: only one dot is compiled)
-            pv = tl.dot(_to_fp8(p * 448.0, PRE_ROUND), v)
-        else:
-            pv = tl.dot(p.to(tl.float16), v)
-        acc = acc * alpha[:, None] + pv
+            acc = tl.dot(p.to(tl.float16), v, acc)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -266,9 +313,9 @@ def _attn_tiles(
 def _sage_extend_fwd(
     Q,
     Out,
-    Kq,
+    k_desc,
     Ks,
-    Vq,
+    v_desc,
     Vmax,
     qo_indptr,
     kv_indptr,
@@ -286,20 +333,22 @@ def _sage_extend_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PV_FP8: tl.constexpr,
-    PRE_ROUND: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """One program per (query tile, query head, request): bottom-right causal Sage attention."""
     pid_m = tl.program_id(0)
     hq = tl.program_id(1)
     b = tl.program_id(2)
-    q_start = tl.load(qo_indptr + b)
-    ext_len = tl.load(qo_indptr + b + 1) - q_start
+    # int32 positions whatever SGLang's indptr dtype is (some releases pass int64): TMA
+    # descriptor offsets must be 32-bit.
+    q_start = tl.load(qo_indptr + b).to(tl.int32)
+    ext_len = tl.load(qo_indptr + b + 1).to(tl.int32) - q_start
     if pid_m * BLOCK_M >= ext_len:
         return
-    pre_len = tl.load(kv_indptr + b + 1) - tl.load(kv_indptr + b)
+    pre_len = (tl.load(kv_indptr + b + 1) - tl.load(kv_indptr + b)).to(tl.int32)
     kv_len = pre_len + ext_len
     hk = (hq // group).to(tl.int64)  # runtime: one compile serves every GQA ratio
-    key0 = tl.load(blk_indptr + b).to(tl.int64) * _KEY_BLOCK  # packed position of key 0
+    key0 = tl.load(blk_indptr + b) * _KEY_BLOCK  # packed position of key 0 (int32: < 2**31)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -313,9 +362,9 @@ def _sage_extend_fwd(
     q_i += 0.5 * tl.where(q_i >= 0, 1.0, -1.0)
     q_i = q_i.to(tl.int8)
 
-    k_base = Kq + (hk * n_pad + key0) * BLOCK_D
     ks_base = Ks + hk * n_pad + key0
-    v_base = Vq + hk * BLOCK_D * n_pad + key0
+    k_row0 = (hk * n_pad + key0).to(tl.int32)  # row of key 0 in the [Hkv * n_pad, Dp] view
+    v_row0 = (hk * BLOCK_D).to(tl.int32)  # row of channel 0 in the [Hkv * Dp, n_pad] view
 
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -324,12 +373,12 @@ def _sage_extend_fwd(
     full_end = ((pre_len + pid_m * BLOCK_M) // BLOCK_N) * BLOCK_N
     causal_end = tl.minimum(kv_len, pre_len + (pid_m + 1) * BLOCK_M)
     acc, l_i, m_i = _attn_tiles(
-        acc, l_i, m_i, q_i, q_scale, k_base, ks_base, v_base, 0, full_end, kv_len, pre_len,
-        offs_m, n_pad, BLOCK_N, BLOCK_D, False, PV_FP8, PRE_ROUND,
+        acc, l_i, m_i, q_i, q_scale, k_desc, ks_base, v_desc, k_row0, v_row0, key0,
+        0, full_end, kv_len, pre_len, offs_m, BLOCK_N, False, PV_FP8, INTERPRET,
     )  # fmt: skip
     acc, l_i, m_i = _attn_tiles(
-        acc, l_i, m_i, q_i, q_scale, k_base, ks_base, v_base, full_end, causal_end, kv_len,
-        pre_len, offs_m, n_pad, BLOCK_N, BLOCK_D, True, PV_FP8, PRE_ROUND,
+        acc, l_i, m_i, q_i, q_scale, k_desc, ks_base, v_desc, k_row0, v_row0, key0,
+        full_end, causal_end, kv_len, pre_len, offs_m, BLOCK_N, True, PV_FP8, INTERPRET,
     )  # fmt: skip
 
     out = acc / l_i[:, None]
@@ -338,6 +387,14 @@ def _sage_extend_fwd(
         out = out * (v_scale / 448.0)[None, :]
     o_ptr = Out + q_rows[:, None] * stride_on + hq * stride_oh + offs_d[None, :]
     tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=io_mask)
+
+
+def _set_block_shapes(nargs: dict) -> None:
+    """Match the TMA descriptors' block shapes to BLOCK_N (autotune pre-hook and plain launch)."""
+    block_n = nargs["BLOCK_N"]
+    block_d = nargs["k_desc"].block_shape[1]
+    nargs["k_desc"].block_shape = [block_n, block_d]
+    nargs["v_desc"].block_shape = [block_d, block_n]
 
 
 def _autotuned():
@@ -349,6 +406,7 @@ def _autotuned():
                 {"BLOCK_M": c["BLOCK_M"], "BLOCK_N": c["BLOCK_N"]},
                 num_warps=c["num_warps"],
                 num_stages=c["num_stages"],
+                pre_hook=_set_block_shapes,
             )
             for c in CONFIGS
         ]
@@ -359,13 +417,26 @@ def _autotuned():
 _TUNED = None
 
 
-def default_config(head_dim: int, pv_fp8: bool) -> dict[str, int]:
-    """The launch configuration used without autotuning (128x64 tiles, 8 warps, 3 stages)."""
-    del pv_fp8
-    cfg = dict(CONFIGS[0])
-    if head_dim <= 64:
-        cfg["num_warps"] = 4
-    return cfg
+def default_config(head_dim: int, pv_fp8: bool, capability: tuple[int, int] | None = None) -> dict:
+    """The launch configuration used without autotuning.
+
+    sm90: 128x128 tiles, 8 warps, 3 stages: the fastest of CONFIGS on an H100 for both P·V
+    modes (bench/results/kernel-h100-2026-11-21-v2: 311 vs 273 TFLOP/s at 4K prefill, 472 vs
+    401 for a 4K chunk over 28K). Elsewhere 128x64 (no TMA, fewer registers); not measured.
+    """
+    del head_dim, pv_fp8
+    if capability is not None and capability >= (9, 0):
+        return dict(HOPPER_CONFIG)
+    return dict(GENERIC_CONFIG)
+
+
+def _capability(device: torch.device) -> tuple[int, int] | None:
+    if device.type != "cuda":
+        return None
+    return _CAPABILITY.setdefault(device.index, torch.cuda.get_device_capability(device))
+
+
+_CAPABILITY: dict[int | None, tuple[int, int]] = {}
 
 
 def resolve_pv_mode(pv_mode: str, device: torch.device) -> bool:
@@ -376,9 +447,8 @@ def resolve_pv_mode(pv_mode: str, device: torch.device) -> bool:
         return False
     if pv_mode != "auto":
         raise ValueError(f"pv_mode must be 'auto', 'fp16' or 'fp8', not {pv_mode!r}")
-    if device.type != "cuda":
-        return False
-    return torch.cuda.get_device_capability(device) >= (8, 9)
+    capability = _capability(device)
+    return capability is not None and capability >= (8, 9)
 
 
 def sage_extend_attention(
@@ -459,7 +529,7 @@ def sage_extend_attention(
             BLOCK_D=block_d,
             STATS=True,
             PV_FP8=True,
-            PRE_ROUND=_INTERPRET,
+            INTERPRET=_INTERPRET,
             num_warps=prep_warps,
         )
     _kv_prep_kernel[(n_blk, hkv)](
@@ -468,12 +538,17 @@ def sage_extend_attention(
         BLOCK_D=block_d,
         STATS=False,
         PV_FP8=pv_fp8,
-        PRE_ROUND=_INTERPRET,
+        INTERPRET=_INTERPRET,
         num_warps=prep_warps,
     )
 
+    # TMA descriptors over the packed copies; the block shapes are set per launch config.
+    k_desc = TensorDescriptor(kq.view(hkv * n_pad, block_d), [hkv * n_pad, block_d], [block_d, 1],
+                              [64, block_d])  # fmt: skip
+    v_desc = TensorDescriptor(vq.view(hkv * block_d, n_pad), [hkv * block_d, n_pad], [n_pad, 1],
+                              [block_d, 64])  # fmt: skip
     attn_args = (
-        q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, blk_indptr, sm_scale * _LOG2E, hkv,
+        q, o, k_desc, ks, v_desc, vmax, qo_indptr, kv_indptr, blk_indptr, sm_scale * _LOG2E, hkv,
         hq // hkv,
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), n_pad,
     )  # fmt: skip
@@ -481,7 +556,7 @@ def sage_extend_attention(
         "HEAD_DIM": head_dim,
         "BLOCK_D": block_d,
         "PV_FP8": pv_fp8,
-        "PRE_ROUND": _INTERPRET,
+        "INTERPRET": _INTERPRET,
     }
     if config is None and os.environ.get(AUTOTUNE_ENV) == "1" and dev.type == "cuda":
         tuned = _autotuned()
@@ -491,7 +566,8 @@ def sage_extend_attention(
 
         tuned[grid](*attn_args, **consts)
         return None
-    cfg = config or default_config(head_dim, pv_fp8)
+    cfg = config or default_config(head_dim, pv_fp8, _capability(dev))
+    _set_block_shapes({"k_desc": k_desc, "v_desc": v_desc, **cfg})
     grid = (triton.cdiv(max_len_extend, cfg["BLOCK_M"]), hq, batch)
     compiled = _sage_extend_fwd[grid](
         *attn_args,

@@ -31,16 +31,18 @@ class ExtendStats:
     def __init__(self) -> None:
         self.sage_calls = 0
         self.sage_tokens = 0
+        self.sage_kernels: Counter[str] = Counter()
         self.fallback_calls: Counter[str] = Counter()
         self._logged: set[Reason] = set()
         self._dirty = threading.Event()
         self._writer: threading.Thread | None = None
 
-    def record_sage(self, num_tokens: int) -> None:
+    def record_sage(self, num_tokens: int, kernel: str) -> None:
         self.sage_calls += 1
         self.sage_tokens += num_tokens
-        if self.sage_calls == 1:
-            logger.info("sage_attn: first extend batch ran on the SageAttention kernel")
+        self.sage_kernels[kernel] += 1
+        if self.sage_kernels[kernel] == 1:
+            logger.info("sage_attn: first extend batch on the Sage kernel %s", kernel)
         self._changed()
 
     def record_fallback(self, reason: Reason, detail: str = "") -> None:
@@ -66,6 +68,7 @@ class ExtendStats:
             "pid": os.getpid(),
             "sage_calls": self.sage_calls,
             "sage_tokens": self.sage_tokens,
+            "sage_kernels": dict(self.sage_kernels),
             "fallback_calls": dict(self.fallback_calls),
         }
 
@@ -108,7 +111,13 @@ STATS = ExtendStats()
 
 def read_stats_dir(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Sum the stats files every process wrote into `directory`."""
-    total: dict[str, Any] = {"sage_calls": 0, "sage_tokens": 0, "fallback_calls": {}, "pids": []}
+    total: dict[str, Any] = {
+        "sage_calls": 0,
+        "sage_tokens": 0,
+        "sage_kernels": {},
+        "fallback_calls": {},
+        "pids": [],
+    }
     for path in sorted(Path(directory).glob("sage_stats.*.json")):
         try:
             data = json.loads(path.read_text())
@@ -117,6 +126,7 @@ def read_stats_dir(directory: str | os.PathLike[str]) -> dict[str, Any]:
         total["pids"].append(data.get("pid"))
         total["sage_calls"] += data.get("sage_calls", 0)
         total["sage_tokens"] += data.get("sage_tokens", 0)
-        for reason, count in data.get("fallback_calls", {}).items():
-            total["fallback_calls"][reason] = total["fallback_calls"].get(reason, 0) + count
+        for key in ("sage_kernels", "fallback_calls"):
+            for name, count in data.get(key, {}).items():
+                total[key][name] = total[key].get(name, 0) + count
     return total

@@ -25,6 +25,7 @@ def decide(**overrides):
         prefix_lens=[0, 0],
         num_tokens=4096,
         min_new_tokens=16,
+        paged_kernel=False,
     )
     values.update(overrides)
     return fallback.extend_reason(**values)
@@ -66,6 +67,67 @@ def test_each_reason_falls_back(overrides, reason):
 def test_prefix_beats_length_and_mode_beats_everything():
     assert decide(prefix_lens=[5], num_tokens=1) is Reason.CACHED_PREFIX
     assert decide(forward_mode="DECODE", capturing=True, dtype="float32") is Reason.FORWARD_MODE
+
+
+def test_paged_kernel_takes_prefixes_and_head_dim_96():
+    """With the paged kernel, radix hits / later chunks / MIXED and D=96 take the Sage path."""
+    assert decide(prefix_lens=[0, 4096], paged_kernel=True) is None
+    assert decide(forward_mode="MIXED", prefix_lens=[300, 7, 0], paged_kernel=True) is None
+    assert decide(head=HeadConfig(32, 8, 8, 96, 96), paged_kernel=True) is None
+    assert decide(head=HeadConfig(32, 8, 8, 256, 256), paged_kernel=True) is Reason.HEAD_DIM
+    assert decide(prefix_lens=[5], num_tokens=1, paged_kernel=True) is Reason.SHORT_EXTEND
+
+
+@pytest.mark.parametrize(
+    ("prefix_lens", "head_dim", "paged"),
+    [([0, 0], 128, False), ([0, 0], 64, False), ([0, 1], 128, True), ([0], 96, True)],
+)
+def test_which_sage_kernel(prefix_lens, head_dim, paged):
+    assert fallback.needs_paged_kernel(prefix_lens, head_dim, "prefix") is paged
+    assert fallback.needs_paged_kernel(prefix_lens, head_dim, "all") is True
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [(None, "all"), ("prefix", "prefix"), ("off", "off"), ("0", "off"), ("bogus", "all")],
+)
+def test_paged_kernel_switch(monkeypatch, value, mode):
+    if value is None:
+        monkeypatch.delenv(fallback.PAGED_KERNEL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(fallback.PAGED_KERNEL_ENV, value)
+    assert fallback.paged_kernel_mode() == mode
+    assert fallback.paged_kernel_enabled() is (mode != "off")
+
+
+class _Tensor:
+    """Only what kernel_reason reads of a tensor: dtype and last-dimension stride."""
+
+    def __init__(self, dtype: str = "torch.bfloat16", last_stride: int = 1):
+        self.dtype, self._last = dtype, last_stride
+
+    def stride(self, dim: int) -> int:
+        assert dim == -1
+        return self._last
+
+
+@pytest.mark.parametrize(
+    ("pool_dtype", "q_stride", "reason"),
+    [
+        ("torch.bfloat16", 1, None),
+        ("torch.float16", 1, None),
+        ("torch.float8_e4m3fn", 1, Reason.KV_CACHE_DTYPE),
+        ("torch.bfloat16", 2, Reason.LAYOUT),
+    ],
+)
+def test_paged_kernel_arguments(pool_dtype, q_stride, reason):
+    params = {
+        "q_extend": _Tensor(last_stride=q_stride),
+        "k_buffer": _Tensor(pool_dtype),
+        "v_buffer": _Tensor(pool_dtype),
+    }
+    assert fallback.kernel_reason(params, paged=True) is reason
+    assert fallback.kernel_reason(params) is None  # sageattn_varlen never reads the pool
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,8 @@ if [ "${SKIP_KERNEL:-0}" = 1 ]; then
   RC_KERNEL=0; echo "[suite] SKIP_KERNEL=1: kernel accuracy not run"
 else
   step "pytest: kernel accuracy (budget $KB s)"
-  timeout -s INT -k 15 "$KB" "${PYTEST[@]}" tests/gpu/test_kernel_gpu.py
+  timeout -s INT -k 15 "$KB" "${PYTEST[@]}" tests/gpu/test_kernel_gpu.py \
+    tests/gpu/test_sage_extend_kernel_gpu.py
   RC_KERNEL=$?
 fi
 

@@ -225,18 +225,20 @@ def stats_delta(after: dict[str, Any] | None, before: dict[str, Any] | None) -> 
     """Sage/fallback counts of the workload alone (warmup and startup subtracted)."""
     if after is None:
         return None
-    before = before or {"sage_calls": 0, "sage_tokens": 0, "fallback_calls": {}}
-    reasons = set(after["fallback_calls"]) | set(before["fallback_calls"])
-    fallback = {
-        r: after["fallback_calls"].get(r, 0) - before["fallback_calls"].get(r, 0)
-        for r in sorted(reasons)
-    }
-    fallback = {r: n for r, n in fallback.items() if n}
-    sage_calls = after["sage_calls"] - before["sage_calls"]
+    before = before or {}
+
+    def diff(key: str) -> dict[str, int]:
+        new, old = after.get(key, {}), before.get(key, {})
+        delta = {k: new.get(k, 0) - old.get(k, 0) for k in sorted(set(new) | set(old))}
+        return {k: n for k, n in delta.items() if n}
+
+    fallback = diff("fallback_calls")
+    sage_calls = after["sage_calls"] - before.get("sage_calls", 0)
     total = sage_calls + sum(fallback.values())
     return {
         "sage_calls": sage_calls,
-        "sage_tokens": after["sage_tokens"] - before["sage_tokens"],
+        "sage_tokens": after["sage_tokens"] - before.get("sage_tokens", 0),
+        "sage_kernels": diff("sage_kernels"),
         "fallback_calls": fallback,
         "sage_share": sage_calls / total if total else None,
         "processes": len(after.get("pids", [])),

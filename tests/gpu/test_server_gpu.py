@@ -5,7 +5,9 @@ all started once, in parallel, with the same flags:
   triton        --attention-backend triton (the reference; not our backend: writes no stats)
   sage          --attention-backend sage_attn
   sage_forced   --attention-backend sage_attn with SGLANG_SAGE_FORCE_FALLBACK=1
-  sage_prefill  --prefill-attention-backend sage_attn --decode-attention-backend triton
+  sage_prefill  --prefill-attention-backend sage_attn --decode-attention-backend triton, with
+                SGLANG_SAGE_PAGED_EXTEND=prefix (prefix-free batches on sageattn_varlen)
+  (`sage` runs every Sage batch on the paged kernel, the default)
 Cases (each prompt sent once per server, random token ids, distinct first tokens so that no
 two prompts share a radix-cache prefix unless the case wants it):
   a  8 short prompts (64-500 tokens), one after another
@@ -76,7 +78,7 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "flashinfer": (["--attention-backend", "flashinfer"], {}),
     "sage_prefill": (
         ["--prefill-attention-backend", "sage_attn", "--decode-attention-backend", "triton"],
-        {},
+        {"SGLANG_SAGE_PAGED_EXTEND": "prefix"},
     ),
 }
 REFERENCE = "triton"
@@ -189,16 +191,9 @@ def _read_stats(srv: GpuServer) -> dict:
 
 
 def _delta(after: dict, before: dict) -> dict:
-    reasons = set(after["fallback_calls"]) | set(before["fallback_calls"])
-    return {
-        "sage_calls": after["sage_calls"] - before["sage_calls"],
-        "sage_tokens": after["sage_tokens"] - before["sage_tokens"],
-        "fallback_calls": {
-            r: after["fallback_calls"].get(r, 0) - before["fallback_calls"].get(r, 0)
-            for r in sorted(reasons)
-            if after["fallback_calls"].get(r, 0) - before["fallback_calls"].get(r, 0)
-        },
-    }
+    from sglang_sage_ext.bench.runner import stats_delta
+
+    return stats_delta(after, before)
 
 
 STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
@@ -587,11 +582,16 @@ def test_stats_prove_which_path_ran(suite):
         # one scheduler process per TP rank, each built SageTritonAttnBackend
         assert len(suite.stats_files[name]) == TP, suite.stats_files[name]
         assert st[name]["a"]["sage_calls"] > 0, st[name]["a"]
-        # b: the first 4096-token chunk has no prefix (Sage), chunks 2-3 have one (Triton)
-        assert st[name]["b"]["sage_calls"] > 0, st[name]["b"]
-        assert st[name]["b"]["fallback_calls"].get("cached_prefix", 0) > 0, st[name]["b"]
-        # c: the first request has no prefix (Sage); the 3 others hit the radix cache
-        assert st[name]["c_first"]["sage_calls"] > 0, st[name]["c_first"]
-        assert st[name]["c_first"]["fallback_calls"].get("cached_prefix", 0) == 0
-        assert st[name]["c_rest"]["fallback_calls"].get("cached_prefix", 0) > 0, st[name]
-        assert st[name]["c_rest"]["sage_calls"] == 0, st[name]["c_rest"]
+        # b: 3 chunks of 4096; chunks 2-3 attend to a cached prefix: the paged Sage kernel
+        # takes them (whatever SGLANG_SAGE_PAGED_EXTEND says about prefix-free batches)
+        b = st[name]["b"]
+        assert b["sage_kernels"].get("sage_paged", 0) > 0, b
+        assert b["fallback_calls"].get("cached_prefix", 0) == 0, b
+        # c: the first request has no prefix; the 3 others hit the radix cache (paged kernel)
+        c_first, c_rest = st[name]["c_first"], st[name]["c_rest"]
+        assert c_first["sage_calls"] > 0, c_first
+        first_kernel = "sageattn_varlen" if name == "sage_prefill" else "sage_paged"
+        assert c_first["sage_kernels"].get(first_kernel, 0) > 0, c_first
+        assert c_first["fallback_calls"].get("cached_prefix", 0) == 0, c_first
+        assert c_rest["sage_kernels"].get("sage_paged", 0) > 0, c_rest
+        assert c_rest["fallback_calls"].get("cached_prefix", 0) == 0, c_rest
