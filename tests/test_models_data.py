@@ -126,6 +126,24 @@ def test_train_sequence_answer_mask(tok, stream):
     assert seen >= 8
 
 
+def test_train_sequence_density_knobs(tok, stream):
+    """The copy phase's dense sequences carry more pairs and queries than the default mix."""
+    task = data.RetrievalTask(tok, stream, seed=0)
+
+    def answers(**kw) -> int:
+        rng = np.random.default_rng(0)
+        n = 0
+        for _ in range(8):
+            ids, mask = task.train_sequence(1025, rng=rng, p_task=1.0, **kw)
+            assert len(ids) == len(mask) == 1025
+            n += int((mask & ~np.concatenate([[False], mask[:-1]])).sum())  # answer spans
+        return n
+
+    sparse, dense = answers(), answers(pair_every=128, query_frac=0.75)
+    assert sparse == 8 * 2  # 4 pairs per 1025 tokens, half of them queried
+    assert dense == 8 * 6  # 8 pairs, 3/4 queried
+
+
 def test_dummy_configs_match_real_architectures(tmp_path, tok):
     tdir = tmp_path / "tok"
     data.save_tokenizer(tok, tdir, model_max_length=4096)
@@ -175,11 +193,21 @@ def test_training_smoke_loss_decreases_and_hf_reload(tok, stream, tmp_path):
     model.init_weights(0)
     task = data.RetrievalTask(tok, stream, seed=0)
     tc = tt.TrainCfg(seq_lens=[64, 128], tokens_per_step=1024, time_budget_s=120, max_steps=40,
-                     lr=3e-3, log_every=5, seed=0)  # fmt: skip
-    hist = tt.train(model, task, tc, torch.device("cpu"), log=lambda *_: None)
+                     lr=3e-3, log_every=5, seed=0, probe_every=20)  # fmt: skip
+    probed = []
+
+    def probe(m):
+        probed.append(m.training)
+        return {"probe_exact@128": 1.0 if len(probed) >= 2 else 0.0}
+
+    hist = tt.train(model, task, tc, torch.device("cpu"), probe=probe, log=lambda *_: None)
     curve = hist["loss_curve"]
     assert hist["steps"] == 40 and len(curve) >= 5
     assert curve[-1]["lm_loss"] < curve[0]["lm_loss"] - 0.5, curve
+    assert not hist["cut_short_by_time_cap"] and hist["max_steps"] == 40
+    # probes every 20 steps (the last one doubles as the final probe), in eval mode
+    assert [p["step"] for p in hist["probes"]] == [20, 40] and probed == [False, False]
+    assert hist["emerged_step"] == 40
 
     tdir = tmp_path / "tok"
     ids = data.save_tokenizer(tok, tdir, model_max_length=1024)
@@ -211,3 +239,103 @@ def test_markdown_summary_renders():
         "variants": {"toy": {"error": "boom"}},
     }
     assert "FAILED" in tt.to_markdown(res)
+
+
+def test_schedule_depends_on_step_only():
+    """LR, lengths and task mix are a function of step / max_steps: no clock anywhere."""
+    pytest.importorskip("torch")
+    import inspect
+
+    import train_tiny_llama as tt
+
+    assert list(inspect.signature(tt.schedule).parameters) == ["step", "tc"]
+    tc = tt.TrainCfg(max_steps=1000)
+    sched = [tt.schedule(s, tc) for s in range(tc.max_steps)]
+    assert sched == [tt.schedule(s, tc) for s in range(tc.max_steps)]
+    lrs = [s["lr"] for s in sched]
+    warm = int(tc.warmup_frac * tc.max_steps)
+    assert lrs[0] < 0.05 * tc.lr and lrs[warm - 1] == pytest.approx(tc.lr)
+    assert max(lrs) == pytest.approx(tc.lr)
+    assert lrs[-1] == pytest.approx(tc.min_lr_frac * tc.lr, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :], strict=False))
+    # copy phase: short, dense retrieval sequences only
+    copy = [s for s in sched if s["phase"] == "copy"]
+    assert len(copy) == int(tc.copy_frac * tc.max_steps)
+    assert all(max(s["lens"]) <= tc.copy_max_len for s in copy)
+    assert all(s["pair_every"] < tc.pair_every and s["p_task"] > tc.p_task for s in copy)
+    # then longer lengths one by one, all of them from unlock_frac on
+    maxlen = [max(s["lens"]) for s in sched]
+    assert maxlen == sorted(maxlen)
+    first_all = maxlen.index(max(tc.seq_lens))
+    assert first_all <= int(tc.unlock_frac * tc.max_steps) + 1
+    assert all(s["phase"] == "long" for s in sched[first_all:])
+    # another run length stretches the same schedule
+    tc2 = tt.TrainCfg(max_steps=2000)
+    assert tt.schedule(1000, tc2) == tt.schedule(500, tc)
+
+
+def test_training_is_seeded_and_time_cap_is_flagged(tok, stream):
+    torch = pytest.importorskip("torch")
+    import train_tiny_llama as tt
+
+    torch.set_num_threads(2)
+    task = data.RetrievalTask(tok, stream, seed=0)
+    cfg = tt.preset("toy", vocab_size=1024, max_position_embeddings=1024)
+
+    def run(**kw):
+        model = tt.TinyLlama(cfg)
+        model.init_weights(0)
+        tc = tt.TrainCfg(seq_lens=[128, 256], tokens_per_step=512, lr=3e-3, log_every=1, **kw)
+        return tt.train(model, task, tc, torch.device("cpu"), log=lambda *_: None)
+
+    a, b = run(max_steps=6), run(max_steps=6)
+    strip = [{k: v for k, v in p.items() if k != "time_s"} for p in a["loss_curve"]]
+    assert strip == [{k: v for k, v in p.items() if k != "time_s"} for p in b["loss_curve"]]
+    assert a["steps"] == 6 and not a["cut_short_by_time_cap"]
+    logs: list[str] = []
+    model = tt.TinyLlama(cfg)
+    model.init_weights(0)
+    tc = tt.TrainCfg(seq_lens=[128], tokens_per_step=512, max_steps=100_000, time_budget_s=0.5)
+    cut = tt.train(model, task, tc, torch.device("cpu"), log=logs.append)
+    assert cut["cut_short_by_time_cap"] and 0 < cut["steps"] < 100_000
+    assert cut["loss_curve"][-1]["step"] == cut["steps"]  # the last step is in the curve
+    assert any("WARNING" in ln and "CUT SHORT" in ln for ln in logs)
+
+
+def test_retrieval_verdict_flags_and_markdown_warns():
+    pytest.importorskip("torch")
+    import train_tiny_llama as tt
+
+    ret = {"4096": {"exact": 0.3, "n": 50}, "16384": {"exact": 0.9, "n": 50}}
+    v = tt.retrieval_verdict(ret)
+    assert v["retrieval_learned"] is False  # judged at the shortest length, 4096
+    assert v["retrieval_check"] == {"length": 4096, "exact": 0.3, "threshold": 0.5}
+    assert tt.retrieval_verdict({"4096": {"exact": 0.5}})["retrieval_learned"] is True
+    variant = {
+        "config": {"num_hidden_layers": 6, "hidden_size": 512, "num_attention_heads": 8,
+                   "num_key_value_heads": 2, "head_dim": 128, "rope_theta": 5e5,
+                   "max_position_embeddings": 65536},
+        "params": 29e6, "hf_check": {"max_abs_diff_fp32": 1e-5},
+        "train": {"steps": 900, "max_steps": 1400, "tokens": 1e6, "train_time_s": 200.0,
+                  "steps_per_s": 4.5, "cut_short_by_time_cap": True, "emerged_step": None,
+                  "loss_curve": [], "probes": []},
+        "eval": {"perplexity": {},
+                 "retrieval": {k: r | {"token_acc": 0.1} for k, r in ret.items()}},
+        **v,
+    }  # fmt: skip
+    res = {
+        "seed": 0,
+        "versions": {"torch": "x", "transformers": "y"},
+        "data": {"train_tokens": 10, "heldout_tokens": 5, "stdlib": "/x", "split_seed": "s"},
+        "total_time_s": 1.0,
+        "retrieval_learned": False,
+        "variants": {"hd128": variant},
+    }
+    w = tt.warnings_of(res)
+    assert len(w) == 2 and "CUT SHORT" in w[0] and "retrieval_learned: false" in w[1]
+    variant["hf_check"] = {"ok": False, "error": "ImportError: x"}
+    assert "reload check failed (ImportError: x)" in tt.warnings_of(res)[1]
+    variant["hf_check"] = {"ok": True, "max_abs_diff_fp32": 1e-5}
+    md = tt.to_markdown(res)
+    assert "**retrieval_learned: false**" in md
+    assert md.count("> **WARNING:") == 2 and "retrieval NOT learned" in md

@@ -355,19 +355,25 @@ class RetrievalTask:
         )
 
     def train_sequence(
-        self, length: int, rng: np.random.Generator | None = None, p_task: float = 0.75
+        self,
+        length: int,
+        rng: np.random.Generator | None = None,
+        p_task: float = 0.75,
+        pair_every: int = 256,
+        query_frac: float = 0.5,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A training sequence of `length` tokens and a bool mask of answer-token positions.
 
-        With probability `p_task` the sequence carries about one pair per 256 tokens, and
-        queries for about half of them, each placed after its pair (most near the end).
+        With probability `p_task` the sequence carries about one pair per `pair_every` tokens
+        (2 to 48 pairs), and queries for a `query_frac` share of them (at least one), each
+        placed after its pair (most near the end).
         """
         rng = rng or self.rng
         mask = np.zeros(length, dtype=bool)
         if rng.random() >= p_task or length < 128:
             return self._filler(length, rng).copy(), mask
-        n_pairs = int(np.clip(length // 256, 2, 48))
-        n_q = max(1, n_pairs // 2)
+        n_pairs = int(np.clip(length // max(1, pair_every), 2, 48))
+        n_q = int(np.clip(int(n_pairs * query_frac), 1, n_pairs))
         keys, values = self._keys_values(n_pairs, rng)
         pairs = [self.pair_ids(k, v) for k, v in zip(keys, values, strict=True)]
         qs = [

@@ -210,43 +210,68 @@ def n_params(model: nn.Module) -> int:
 
 @dataclass
 class TrainCfg:
-    """Optimisation knobs; training stops at `time_budget_s` or `max_steps`, whichever first."""
+    """Optimisation knobs and the curriculum.
 
-    seq_lens: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096, 8192, 16384])
+    Training runs exactly `max_steps` steps, and everything that changes during training
+    (learning rate, sequence lengths, share and density of retrieval sequences) is a function of
+    `step / max_steps` only, so a seed gives the same schedule and data order on any GPU at any
+    speed (GPU kernels are not bit-exact, so the weights still differ slightly between runs).
+    `time_budget_s` is only a safety cap: reaching it stops training early, and the result says
+    so (`cut_short_by_time_cap`).
+
+    Curriculum: the first `copy_frac` of the steps use only sequences up to `copy_max_len`
+    tokens, nearly all of them carrying dense retrieval pairs (`copy_p_task`, one pair per
+    `copy_pair_every` tokens, `copy_query_frac` of them queried): at short range the attention
+    gradient towards the needle is not diluted over thousands of keys, which should let the copy
+    (induction) heads form early. Then the longer lengths are unlocked one by one until
+    `unlock_frac`, and the task returns to its sparse mix (`p_task`, one pair per `pair_every`
+    tokens).
+    """
+
+    seq_lens: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096, 8192, 16384])
     tokens_per_step: int = 65536
-    time_budget_s: float = 150.0
-    max_steps: int | None = None
+    max_steps: int = 1400
+    time_budget_s: float | None = None
     lr: float = 1.5e-3
     min_lr_frac: float = 0.1
-    warmup_frac: float = 0.03
+    warmup_frac: float = 0.05
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     answer_weight: float = 1.0
     p_task: float = 0.75
+    pair_every: int = 256
+    query_frac: float = 0.5
+    copy_frac: float = 0.3
+    copy_max_len: int = 1024
+    copy_p_task: float = 0.95
+    copy_pair_every: int = 128
+    copy_query_frac: float = 0.75
+    unlock_frac: float = 0.6
     seed: int = 0
     log_every: int = 25
-    probe_every_s: float = 30.0
+    probe_every: int = 50
 
 
-def _progress(step: int, elapsed: float, tc: TrainCfg) -> float:
-    p = elapsed / tc.time_budget_s if tc.time_budget_s else 0.0
-    if tc.max_steps:
-        p = max(p, step / tc.max_steps)
-    return min(p, 1.0)
-
-
-def _lr(progress: float, tc: TrainCfg) -> float:
-    if progress < tc.warmup_frac:
-        return tc.lr * max(progress / tc.warmup_frac, 0.02)
-    q = (progress - tc.warmup_frac) / max(1e-9, 1 - tc.warmup_frac)
-    return tc.lr * (tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * q)))
-
-
-def _seq_len(progress: float, tc: TrainCfg, rng: np.random.Generator) -> int:
-    """Curriculum: short sequences first, the longest ones only in the last third."""
+def schedule(step: int, tc: TrainCfg) -> dict:
+    """What step `step` (0-based) trains on: a function of step / max_steps only."""
+    p = min(1.0, step / max(1, tc.max_steps))
+    # learning rate: linear warmup, cosine decay to min_lr_frac
+    if p < tc.warmup_frac:
+        lr = tc.lr * max((step + 1) / max(1.0, tc.warmup_frac * tc.max_steps), 0.02)
+    else:
+        q = (p - tc.warmup_frac) / max(1e-9, 1 - tc.warmup_frac)
+        lr = tc.lr * (tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * q)))
     lens = sorted(tc.seq_lens)
-    k = max(1, min(len(lens), math.ceil(len(lens) * (0.3 + progress))))
-    return int(lens[int(rng.integers(0, k))])
+    n_short = max(1, sum(1 for n in lens if n <= tc.copy_max_len))
+    if p < tc.copy_frac:
+        return {"phase": "copy", "lr": lr, "lens": lens[:n_short], "p_task": tc.copy_p_task,
+                "pair_every": tc.copy_pair_every, "query_frac": tc.copy_query_frac}  # fmt: skip
+    q = min(1.0, (p - tc.copy_frac) / max(1e-9, tc.unlock_frac - tc.copy_frac))
+    # the first longer length right after the copy phase, the longest one at unlock_frac
+    k = min(len(lens), n_short + 1 + math.floor(q * (len(lens) - n_short - 1)))
+    return {"phase": "long" if k >= len(lens) else "unlock", "lr": lr, "lens": lens[:k],
+            "p_task": tc.p_task, "pair_every": tc.pair_every,
+            "query_frac": tc.query_frac}  # fmt: skip
 
 
 def _autocast(device: torch.device):
@@ -255,10 +280,15 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def make_batch(task: data.RetrievalTask, seq_len: int, batch: int, rng, p_task: float, device):
+def make_batch(
+    task: data.RetrievalTask, seq_len: int, batch: int, rng, p_task: float, device, **task_kw
+):
     """(inputs, labels, answer mask) tensors for one step; sequences have seq_len + 1 tokens."""
     seqs, masks = zip(
-        *(task.train_sequence(seq_len + 1, rng=rng, p_task=p_task) for _ in range(batch)),
+        *(
+            task.train_sequence(seq_len + 1, rng=rng, p_task=p_task, **task_kw)
+            for _ in range(batch)
+        ),
         strict=True,
     )
     ids = torch.from_numpy(np.stack(seqs).astype(np.int64))
@@ -276,14 +306,20 @@ def train(
     device: torch.device,
     probe=None,
     log=print,
+    probe_ok: float = 0.5,
 ) -> dict:
-    """Train in place; returns the history (loss curve, probes, steps, tokens, time).
+    """Train in place for `tc.max_steps` steps; returns the history (loss curve, probes, ...).
 
     Loss = mean next-token CE over all tokens + `answer_weight` x mean CE over the answer tokens
-    of the retrieval queries (so the copy task is learned within minutes).
+    of the retrieval queries. `probe(model)` (every `tc.probe_every` steps and after the last
+    step) returns `{name: exact match}`; the first step at which its first value reaches
+    `probe_ok` is reported as `emerged_step`. Training stops early only at the time cap
+    `tc.time_budget_s`, which is logged loudly and recorded as `cut_short_by_time_cap`.
     """
+    name = model.cfg.name
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed + 1)
+    rng = np.random.default_rng(tc.seed + 1)  # the sequences
+    len_rng = np.random.default_rng([tc.seed, 2])  # the sequence length of each step
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -297,23 +333,75 @@ def train(
         fused=device.type == "cuda",
     )
     model.train()
-    curve, probes = [], []
+    curve: list[dict] = []
+    probes: list[dict] = []
+    phases: list[dict] = []
+    emerged_step = None
+    cut_short = False
     acc_loss = torch.zeros(2, device=device)
     acc_n = 0
     step = tokens = 0
+    log(
+        f"[train:{name}] {tc.max_steps} steps x {tc.tokens_per_step} tokens; schedule by step "
+        f"only; time cap {tc.time_budget_s} s (safety only)"
+    )
     t0 = time.perf_counter()
-    last_probe = 0.0
-    while True:
-        elapsed = time.perf_counter() - t0
-        prog = _progress(step, elapsed, tc)
-        if prog >= 1.0:
+
+    def run_probe() -> None:
+        nonlocal emerged_step
+        model.eval()
+        r = probe(model)
+        model.train()
+        first = next(iter(r.values()), None)
+        r |= {"step": step, "time_s": round(time.perf_counter() - t0, 1)}
+        probes.append(r)
+        log(f"[probe:{name}] {r}")
+        if emerged_step is None and first is not None and first >= probe_ok:
+            emerged_step = step
+            log(f"[probe:{name}] retrieval emerged by step {step} of {tc.max_steps} ({r})")
+
+    def log_point(lr: float, seq_len: int, bsz: int, phase: str) -> None:
+        nonlocal acc_n
+        lm, an = (acc_loss / acc_n).tolist()
+        el = time.perf_counter() - t0
+        curve.append(
+            {"step": step, "time_s": round(el, 1), "tokens": tokens, "lm_loss": round(lm, 4),
+             "answer_loss": round(an, 4), "lr": round(lr, 6), "seq_len": seq_len,
+             "phase": phase}
+        )  # fmt: skip
+        log(
+            f"[train:{name}] step {step}/{tc.max_steps} t={el:.0f}s lm={lm:.3f} ans={an:.3f} "
+            f"lr={lr:.2e} L={seq_len}x{bsz} {phase} {step / max(el, 1e-9):.1f} steps/s "
+            f"{tokens / max(el, 1e-9) / 1e3:.0f}K tok/s"
+        )
+        acc_loss.zero_()
+        acc_n = 0
+
+    while step < tc.max_steps:
+        el = time.perf_counter() - t0
+        if tc.time_budget_s and el >= tc.time_budget_s:
+            cut_short = True
+            log(
+                f"[train:{name}] WARNING: time cap {tc.time_budget_s:g} s reached after {step} "
+                f"of {tc.max_steps} steps: training CUT SHORT (the schedule assumed "
+                f"{tc.max_steps} steps; raise --time-budget-s / TRAIN_CAP_S or lower "
+                f"--max-steps / TRAIN_STEPS)"
+            )
             break
-        lr = _lr(prog, tc)
+        sc = schedule(step, tc)
+        if not phases or phases[-1]["phase"] != sc["phase"] or phases[-1]["lens"] != sc["lens"]:
+            ph = {k: sc[k] for k in ("phase", "lens", "p_task", "pair_every", "query_frac")}
+            phases.append({"step": step, **ph})
+            log(f"[train:{name}] step {step}: {ph}")
+        lr = sc["lr"]
         for g in opt.param_groups:
             g["lr"] = lr
-        seq_len = _seq_len(prog, tc, rng)
+        seq_len = int(len_rng.choice(sc["lens"]))
         bsz = max(1, tc.tokens_per_step // seq_len)
-        inp, lab, amask = make_batch(task, seq_len, bsz, rng, tc.p_task, device)
+        inp, lab, amask = make_batch(
+            task, seq_len, bsz, rng, sc["p_task"], device,
+            pair_every=sc["pair_every"], query_frac=sc["query_frac"],
+        )  # fmt: skip
         with _autocast(device):
             logits = model(inp)
         ce = F.cross_entropy(
@@ -331,36 +419,29 @@ def train(
         acc_n += 1
         step += 1
         tokens += bsz * seq_len
-        if step % tc.log_every == 0 or step == 1:
-            lm, an = (acc_loss / acc_n).tolist()
-            el = time.perf_counter() - t0
-            curve.append(
-                {"step": step, "time_s": round(el, 1), "tokens": tokens, "lm_loss": round(lm, 4),
-                 "answer_loss": round(an, 4), "lr": round(lr, 6), "seq_len": seq_len}
-            )  # fmt: skip
-            log(
-                f"[train:{model.cfg.name}] step {step} t={el:.0f}s lm={lm:.3f} ans={an:.3f} "
-                f"lr={lr:.2e} L={seq_len}x{bsz} {tokens / max(el, 1e-9) / 1e3:.0f}K tok/s"
-            )
-            acc_loss.zero_()
-            acc_n = 0
-        if probe is not None and time.perf_counter() - t0 - last_probe >= tc.probe_every_s:
-            last_probe = time.perf_counter() - t0
-            model.eval()
-            r = probe(model)
-            model.train()
-            r |= {"step": step, "time_s": round(last_probe, 1)}
-            probes.append(r)
-            log(f"[probe:{model.cfg.name}] {r}")
+        if step % tc.log_every == 0 or step == 1 or step == tc.max_steps:
+            log_point(lr, seq_len, bsz, sc["phase"])
+        if probe is not None and tc.probe_every and step % tc.probe_every == 0:
+            run_probe()
+    if acc_n:  # cut short between two log points
+        log_point(lr, seq_len, bsz, sc["phase"])
+    if probe is not None and (not probes or probes[-1]["step"] != step):
+        run_probe()
     if device.type == "cuda":
         torch.cuda.synchronize()
     model.eval()
+    el = time.perf_counter() - t0
     return {
         "steps": step,
+        "max_steps": tc.max_steps,
+        "cut_short_by_time_cap": cut_short,
         "tokens": tokens,
-        "train_time_s": round(time.perf_counter() - t0, 1),
+        "train_time_s": round(el, 1),
+        "steps_per_s": round(step / max(el, 1e-9), 2),
+        "emerged_step": emerged_step,
         "loss_curve": curve,
         "probes": probes,
+        "phases": phases,
         "final_lm_loss": curve[-1]["lm_loss"] if curve else None,
         "final_answer_loss": curve[-1]["answer_loss"] if curve else None,
         "train_cfg": asdict(tc),
@@ -638,23 +719,37 @@ def run_variant(name: str, d: dict, args, device: torch.device, log=print) -> di
     log(f"[{name}] params={n_params(model) / 1e6:.2f}M cfg={asdict(cfg)}")
     train_task = data.RetrievalTask(tok, d["train"], seed=args.seed)
     eval_task = data.RetrievalTask(tok, d["heldout"], seed=args.seed + 7)
-    probe_samples = retrieval_samples(eval_task, args.probe_length, 16, seed=args.seed + 99)
+    probe_sets = {
+        n: retrieval_samples(eval_task, n, args.probe_trials, seed=args.seed + 99)
+        for n in sorted(args.probe_lengths)
+    }
 
     def probe(m):
-        r = retrieval_accuracy(m, probe_samples, device, pad_id=ids["pad"])
-        return {f"probe_exact@{args.probe_length}": r["exact"]}
+        return {
+            f"probe_exact@{n}": retrieval_accuracy(m, s, device, pad_id=ids["pad"])["exact"]
+            for n, s in probe_sets.items()
+        }
 
     tc = TrainCfg(
         seq_lens=args.seq_lens,
         tokens_per_step=args.tokens_per_step,
-        time_budget_s=args.time_budget_s,
         max_steps=args.max_steps,
+        time_budget_s=args.time_budget_s,
         lr=args.lr,
+        warmup_frac=args.warmup_frac,
+        answer_weight=args.answer_weight,
+        p_task=args.p_task,
+        copy_frac=args.copy_frac,
+        copy_max_len=args.copy_max_len,
+        unlock_frac=args.unlock_frac,
         seed=args.seed,
         log_every=args.log_every,
-        probe_every_s=args.probe_every_s,
+        probe_every=args.probe_every,
     )
-    hist = train(model, train_task, tc, device, probe=probe, log=log)
+    hist = train(
+        model, train_task, tc, device, probe=probe if probe_sets else None, log=log,
+        probe_ok=args.retrieval_threshold,
+    )  # fmt: skip
     mdir = save_model(model, Path(args.out) / f"stdlib-llama-{name}", d["tok_dir"], ids)
     log(f"[{name}] saved {mdir}")
     res: dict = {"path": str(mdir), "config": asdict(cfg), "params": n_params(model), "train": hist}
@@ -683,11 +778,53 @@ def run_variant(name: str, d: dict, args, device: torch.device, log=print) -> di
         "retrieval": ret,
         "eval_time_s": round(time.perf_counter() - t0, 1),
     }
+    res |= retrieval_verdict(ret, args.retrieval_threshold)
     log(f"[{name}] ppl {ppl}")
+    log(f"[{name}] retrieval_learned={res['retrieval_learned']}")
     del model, ev
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def retrieval_verdict(ret: dict, threshold: float = 0.5) -> dict:
+    """`retrieval_learned` from the exact match at the shortest eval length (>= threshold)."""
+    if not ret:
+        return {"retrieval_learned": None, "retrieval_check": None}
+    n = min(ret, key=int)
+    exact = ret[n].get("exact")
+    ok = exact is not None and exact >= threshold
+    return {
+        "retrieval_learned": ok,
+        "retrieval_check": {"length": int(n), "exact": exact, "threshold": threshold},
+    }
+
+
+def warnings_of(res: dict) -> list[str]:
+    """One line per problem a reader must not miss (no retrieval skill, training cut short)."""
+    out = []
+    for name, r in res.get("variants", {}).items():
+        if "error" in r:
+            out.append(f"{name}: FAILED ({r['error']})")
+            continue
+        t = r.get("train", {})
+        if t.get("cut_short_by_time_cap"):
+            out.append(
+                f"{name}: training CUT SHORT by the time cap after {t['steps']} of "
+                f"{t['max_steps']} steps ({t['train_time_s']} s)"
+            )
+        hf = r.get("hf_check") or {}
+        if hf.get("ok") is False:
+            why = hf.get("error") or f"max |dlogit| {hf.get('max_abs_diff_fp32')}"
+            out.append(f"{name}: transformers reload check failed ({why})")
+        if r.get("retrieval_learned") is False:
+            c = r["retrieval_check"]
+            toy = " (expected for the toy smoke model)" if name == "toy" else ""
+            out.append(
+                f"{name}: retrieval NOT learned (retrieval_learned: false): exact match "
+                f"{c['exact']} @ {c['length']} < {c['threshold']}{toy}"
+            )
+    return out
 
 
 def write_retrieval_jsonl(d: dict, args) -> list[str]:
@@ -715,6 +852,9 @@ def to_markdown(res: dict) -> str:
         f"split by file, seed `{res['data']['split_seed']}`); total {res['total_time_s']} s."
     )
     lines.append("")
+    lines += [f"**retrieval_learned: {str(res.get('retrieval_learned')).lower()}**", ""]
+    for w in warnings_of(res):
+        lines += [f"> **WARNING: {w}**", ""]
     for name, r in res["variants"].items():
         if "error" in r:
             lines += [f"## {name}: FAILED", "", "```", r["error"], "```", ""]
@@ -726,9 +866,20 @@ def to_markdown(res: dict) -> str:
             f"{c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
             f"{c['num_attention_heads']} q / {c['num_key_value_heads']} kv heads x "
             f"{c['head_dim']}, rope_theta {c['rope_theta']:g}, max_pos "
-            f"{c['max_position_embeddings']}; trained {t['steps']} steps, "
-            f"{t['tokens'] / 1e6:.1f} M tokens, {t['train_time_s']} s; "
-            f"transformers reload max |dlogit| (fp32) {r['hf_check'].get('max_abs_diff_fp32')}"
+            f"{c['max_position_embeddings']}; trained {t['steps']} of {t.get('max_steps')} "
+            f"steps, {t['tokens'] / 1e6:.1f} M tokens, {t['train_time_s']} s "
+            f"({t.get('steps_per_s')} steps/s); transformers reload max |dlogit| (fp32) "
+            f"{r['hf_check'].get('max_abs_diff_fp32')}"
+        )
+        lines.append("")
+        chk = r.get("retrieval_check") or {}
+        emerged = t.get("emerged_step")
+        lines.append(
+            f"**retrieval_learned: {str(r.get('retrieval_learned')).lower()}** (exact match "
+            f"{chk.get('exact')} @ {chk.get('length')}, threshold {chk.get('threshold')}); "
+            f"training probe first >= threshold at step "
+            f"{emerged if emerged is not None else 'never'}"
+            + ("; **training cut short by the time cap**" if t.get("cut_short_by_time_cap") else "")
         )
         lines.append("")
         lines += ["| metric | value |", "|---|---|"]
@@ -745,15 +896,24 @@ def to_markdown(res: dict) -> str:
         if curve:
             pick = sorted({0, *range(0, len(curve), max(1, len(curve) // 8)), len(curve) - 1})
             lines += [
-                "| step | time s | lm loss | answer loss | seq len |",
-                "|---|---|---|---|---|",
+                "| step | time s | lm loss | answer loss | seq len | phase |",
+                "|---|---|---|---|---|---|",
             ]
             for i in pick:
                 p = curve[i]
                 lines.append(
                     f"| {p['step']} | {p['time_s']} | {p['lm_loss']} | {p['answer_loss']} "
-                    f"| {p['seq_len']} |"
+                    f"| {p['seq_len']} | {p.get('phase', '')} |"
                 )
+            lines.append("")
+        if t.get("probes"):
+            keys = [k for k in t["probes"][0] if k.startswith("probe_")]
+            lines += [
+                "| step | " + " | ".join(k.replace("probe_", "") for k in keys) + " |",
+                "|---|" + "---|" * len(keys),
+            ]
+            for p in t["probes"]:
+                lines.append(f"| {p['step']} | " + " | ".join(str(p[k]) for k in keys) + " |")
             lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -766,15 +926,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--results-dir", required=True, type=Path)
     ap.add_argument("--variants", default="hd64,hd128", help="comma list of " + ",".join(PRESETS))
-    ap.add_argument("--time-budget-s", type=float, default=150.0, help="training time per variant")
-    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument(
+        "--max-steps", type=int, default=1400,
+        help="training steps per variant; the whole schedule is a function of step / max-steps",
+    )  # fmt: skip
+    ap.add_argument(
+        "--time-budget-s", type=float, default=300.0,
+        help="safety cap on training seconds per variant (stops early, logged and flagged)",
+    )  # fmt: skip
     ap.add_argument("--tokens-per-step", type=int, default=65536)
-    ap.add_argument("--seq-lens", type=ints, default=[512, 1024, 2048, 4096, 8192, 16384])
+    ap.add_argument("--seq-lens", type=ints, default=[256, 512, 1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup-frac", type=float, default=0.05)
+    ap.add_argument("--answer-weight", type=float, default=1.0)
+    ap.add_argument(
+        "--p-task", type=float, default=0.75, help="retrieval share after the copy phase"
+    )
+    ap.add_argument(
+        "--copy-frac", type=float, default=0.3,
+        help="first share of the steps: short, dense retrieval sequences only",
+    )  # fmt: skip
+    ap.add_argument("--copy-max-len", type=int, default=1024)
+    ap.add_argument("--unlock-frac", type=float, default=0.6, help="all seq lens in use from here")
     ap.add_argument("--eval-lengths", type=ints, default=[4096, 16384, 32768])
     ap.add_argument("--eval-trials", type=int, default=50)
-    ap.add_argument("--probe-length", type=int, default=2048)
-    ap.add_argument("--probe-every-s", type=float, default=30.0)
+    ap.add_argument("--probe-lengths", type=ints, default=[1024, 4096])
+    ap.add_argument("--probe-trials", type=int, default=16)
+    ap.add_argument("--probe-every", type=int, default=50, help="steps between probes (0: off)")
+    ap.add_argument(
+        "--retrieval-threshold", type=float, default=0.5,
+        help="exact match at the shortest eval length below which retrieval_learned is false",
+    )  # fmt: skip
     ap.add_argument("--ppl-contexts", type=ints, default=[1024, 4096])
     ap.add_argument("--ppl-max-tokens", type=int, default=262144)
     ap.add_argument("--vocab-size", type=int, default=8192)
@@ -809,6 +991,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     d = prepare_data(args.out, args)
     res = {
+        "retrieval_learned": None,  # every variant: exact match >= threshold at shortest length
+        "warnings": [],
         "seed": args.seed,
         "device": str(device),
         "versions": _versions(),
@@ -830,14 +1014,26 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             res["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
             rc = 1
-        res["total_time_s"] = round(time.perf_counter() - t0, 1)
-        (args.results_dir / "train_results.json").write_text(json.dumps(res, indent=2) + "\n")
-        (args.results_dir / "train_results.md").write_text(to_markdown(res))
+        write_results(res, args.results_dir, t0)
     if not res["variants"]:
-        res["total_time_s"] = round(time.perf_counter() - t0, 1)
-        (args.results_dir / "train_results.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(f"[done] {args.results_dir / 'train_results.md'} in {time.perf_counter() - t0:.0f}s")
+        write_results(res, args.results_dir, t0)
+    for w in res["warnings"]:
+        print(f"[done] WARNING: {w}")
+    print(
+        f"[done] retrieval_learned={res['retrieval_learned']}; "
+        f"{args.results_dir / 'train_results.md'} in {time.perf_counter() - t0:.0f}s"
+    )
     return rc
+
+
+def write_results(res: dict, results_dir: Path, t0: float) -> None:
+    """train_results.{json,md}, with the overall verdict and the warnings up front."""
+    flags = [r.get("retrieval_learned") for r in res["variants"].values()]
+    res["retrieval_learned"] = bool(flags) and all(f is True for f in flags)
+    res["warnings"] = warnings_of(res)
+    res["total_time_s"] = round(time.perf_counter() - t0, 1)
+    (results_dir / "train_results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (results_dir / "train_results.md").write_text(to_markdown(res))
 
 
 if __name__ == "__main__":
