@@ -93,20 +93,11 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
                 "the rest on SGLang's Triton extend kernel",
                 *capability,
                 self._min_tokens,
-                self._route_summary(paged_problem),
+                kernels.extend_route_summary(self._paged_mode, paged_problem, self._paged_pv),
             )
         else:
             detail = problem if self.sage_unavailable is Reason.SAGEATTENTION_UNAVAILABLE else ""
             STATS.announce(self.sage_unavailable, detail)
-
-    def _route_summary(self, paged_problem: str | None) -> str:
-        paged = f"the paged Sage kernel (P·V {self._paged_pv})"
-        if not self._paged_ok:
-            why = paged_problem or f"{fallback.PAGED_KERNEL_ENV}=off"
-            return f"prefix-free on sageattn_varlen, cached prefixes on Triton ({why})"
-        if self._paged_mode == "all":
-            return f"all on {paged}"
-        return f"prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on {paged}"
 
     def forward_extend(self, q, k, v, layer, forward_batch, *args, **kwargs):
         """Decide Sage or Triton for this layer call, then let SGLang run its own extend."""

@@ -132,6 +132,18 @@ def _sageattention(report: Report) -> None:
         report.add("sageattention", str(version))
 
 
+def _extend_route(report: Report) -> None:
+    from sglang_sage_ext import fallback, kernels
+
+    problem = kernels.paged_kernel_problem()
+    mode = fallback.paged_kernel_mode()
+    text = kernels.extend_route_summary(mode, problem, kernels.paged_pv_mode())
+    if problem and mode != "off":
+        report.add("extend under sage_attn", text, DEGRADED, problem)
+    else:
+        report.add("extend under sage_attn", text)
+
+
 def _decode(report: Report) -> None:
     from sglang_sage_ext.decode_backend import best_decode_backend
 
@@ -206,6 +218,7 @@ def run(*, spawn_child: bool = True) -> Report:
     )
     _gpu(report)
     _sageattention(report)
+    _extend_route(report)
     _decode(report)
     probe = probe_registration()
     report.add("bootstrap [this process]", probe["bootstrap"])

@@ -98,6 +98,17 @@ def paged_pv_mode() -> str:
     return mode if mode in ("fp16", "fp8", "auto") else DEFAULT_PAGED_PV
 
 
+def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> str:
+    """Which kernel takes which Sage extend batches, in words (startup log and `doctor`)."""
+    paged = f"the paged Sage kernel (P·V {pv_mode})"
+    if mode == "off" or paged_problem:
+        why = paged_problem or "SGLANG_SAGE_PAGED_EXTEND=off"
+        return f"prefix-free on sageattn_varlen, cached prefixes on Triton ({why})"
+    if mode == "all":
+        return f"all on {paged}"
+    return f"prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on {paged}"
+
+
 def sage_extend_paged(params: Mapping[str, Any], pv_mode: str) -> None:
     """Sage attention of an extend batch with cached prefixes, from SGLang's kernel arguments.
 

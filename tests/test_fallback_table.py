@@ -188,3 +188,29 @@ def test_min_tokens_env(monkeypatch):
 
 def test_every_reason_is_explained():
     assert set(fallback.EXPLAIN) == set(Reason)
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem", "expected"),
+    [
+        ("all", None, "all on the paged Sage kernel (P·V fp16)"),
+        ("prefix", None, "prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on"),
+        ("off", None, "cached prefixes on Triton (SGLANG_SAGE_PAGED_EXTEND=off)"),
+        ("all", "no tensor descriptors", "cached prefixes on Triton (no tensor descriptors)"),
+    ],
+)
+def test_route_summary(mode, problem, expected):
+    from sglang_sage_ext.kernels import extend_route_summary
+
+    assert expected in extend_route_summary(mode, problem, "fp16")
+
+
+def test_paged_pv_mode(monkeypatch):
+    from sglang_sage_ext import kernels
+
+    monkeypatch.delenv(kernels.PAGED_PV_ENV, raising=False)
+    assert kernels.paged_pv_mode() == "fp16"
+    monkeypatch.setenv(kernels.PAGED_PV_ENV, "FP8")
+    assert kernels.paged_pv_mode() == "fp8"
+    monkeypatch.setenv(kernels.PAGED_PV_ENV, "int4")
+    assert kernels.paged_pv_mode() == "fp16"
