@@ -3,10 +3,11 @@
 Decode, forward metadata, K/V writes and CUDA-graph hooks stay SGLang's own for each release
 (they changed in 0.5.10, 0.5.14, 0.5.17 and 0.5.23). Only the instance attribute
 `extend_attention_fwd`, which every release's `forward_extend` calls after writing K/V, is
-replaced by a dispatcher: prefix-free batches go to `kernels.sage_extend` (sageattn_varlen),
-batches with cached prefixes (radix hits, chunked prefill, MIXED) and head_dim 96 to
-`kernels.sage_extend_paged`, the rest to the saved Triton kernel, with the reason counted and
-logged once.
+replaced by a dispatcher: batches Sage computes exactly go to the paged Sage kernel
+(`kernels.sage_extend_paged`; by default all of them, including radix hits, later chunks of a
+chunked prefill and MIXED batches) or, with SGLANG_SAGE_PAGED_EXTEND=prefix, prefix-free ones to
+sageattn_varlen (`kernels.sage_extend`); all others go to the saved Triton kernel, with the
+reason counted and logged once.
 """
 
 from __future__ import annotations

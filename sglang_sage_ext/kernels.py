@@ -4,7 +4,8 @@
   8-Bit Attention for Plug-and-play Inference Acceleration", ICLR 2025, arXiv:2410.02367):
   INT8 Q/K per block after smoothing K, FP16 PV. Prefix-free batches only (top-left mask).
 * `sage_extend_paged`: the project's Triton kernel (`sage_extend_kernel`), same method with a
-  bottom-right mask over the paged prefix: radix hits, chunked prefill, MIXED batches.
+  bottom-right mask over the paged prefix: any batch, including radix hits, chunked prefill and
+  MIXED batches (the default for every Sage batch).
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def sage_extend(
 
 
 PAGED_PV_ENV = "SGLANG_SAGE_EXTEND_PV"
-#: FP16 P·V by default: 7e-3..1e-2 rel-L2 vs float64 (better than sageattn 1.0.6's 1.15e-2)
-#: for ~6 % less speed than FP8 P·V on an H100 (3.2e-2..3.8e-2; bench/results/kernel_notes.md).
+#: FP16 P·V by default: 7e-3..9e-3 median rel-L2 vs float64 (sageattn 1.0.6: 1.15e-2) for 4-5 %
+#: less speed than FP8 P·V on an H100 (3.0e-2..3.8e-2; bench/results/kernel_notes.md).
 DEFAULT_PAGED_PV = "fp16"
 
 
@@ -110,7 +111,7 @@ def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> 
 
 
 def sage_extend_paged(params: Mapping[str, Any], pv_mode: str) -> None:
-    """Sage attention of an extend batch with cached prefixes, from SGLang's kernel arguments.
+    """Sage attention of an extend batch (cached prefixes or not), from SGLang's kernel arguments.
 
     `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
     qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.

@@ -88,8 +88,8 @@ def server_options(func: Callable) -> Callable:
             "--radix-cache/--no-radix-cache",
             default=False,
             show_default=True,
-            help="Launch with the radix cache (off: honest TTFTs, and prefix hits would run "
-            "on the exact kernel, not Sage).",
+            help="Launch with the radix cache (off: honest TTFTs, since a radix hit skips "
+            "the prefill it would measure).",
         ),
         click.option("--sage-port", type=click.IntRange(1, 65535), help="Port to launch on."),
         click.option("--baseline-port", type=click.IntRange(1, 65535), help="Port to launch on."),
