@@ -77,22 +77,28 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         self._call: _ExtendCall | None = None
         self._min_tokens = fallback.min_tokens()
         device_type, capability = _device_facts(model_runner)
+        cpu_interpret = device_type == "cpu" and fallback.cpu_interpret_enabled()
         problem = kernels.sageattention_problem() if device_type == "cuda" else None
         self.sage_unavailable = fallback.process_reason(
             device_type=device_type,
             capability=capability,
             sageattention_ok=problem is None,
             model_dtype=_dtype_name(getattr(model_runner, "dtype", torch.bfloat16)),
+            cpu_interpret=cpu_interpret,
         )
         paged_problem = kernels.paged_kernel_problem() if self.sage_unavailable is None else None
-        self._paged_mode = fallback.paged_kernel_mode()
+        # sageattn_varlen needs CUDA: under the CPU interpreter every Sage batch is paged
+        self._paged_mode = "all" if cpu_interpret else fallback.paged_kernel_mode()
         self._paged_ok = self._paged_mode != "off" and paged_problem is None
         self._paged_pv = kernels.paged_pv_mode()
         if self.sage_unavailable is None:
+            where = "CPU, Triton interpreter"
+            if not cpu_interpret:
+                where = f"GPU sm{capability[0]}{capability[1]}"
             logger.info(
-                "sage_attn: Sage extend path on (GPU sm%d%d; extend batches >= %d new tokens): %s; "
+                "sage_attn: Sage extend path on (%s; extend batches >= %d new tokens): %s; "
                 "the rest on SGLang's Triton extend kernel",
-                *capability,
+                where,
                 self._min_tokens,
                 kernels.extend_route_summary(self._paged_mode, paged_problem, self._paged_pv),
             )

@@ -19,6 +19,7 @@ from sglang_sage_ext.compat import HeadConfig
 
 FORCE_FALLBACK_ENV = "SGLANG_SAGE_FORCE_FALLBACK"
 PAGED_KERNEL_ENV = "SGLANG_SAGE_PAGED_EXTEND"
+CPU_INTERPRET_ENV = "SGLANG_SAGE_CPU_INTERPRET"
 MIN_TOKENS_ENV = "SGLANG_SAGE_MIN_TOKENS"
 #: Below this many new tokens in a batch the Triton kernel is used: Sage's quantization
 #: pass costs more than it saves there, and a single token smoothed by its own mean
@@ -64,7 +65,8 @@ class Reason(str, enum.Enum):
 #: What each reason means and how a user gets Sage back, for logs and `doctor`.
 EXPLAIN: dict[Reason, str] = {
     Reason.FORCED_OFF: f"{FORCE_FALLBACK_ENV}=1 forces the exact Triton path; unset it to use Sage",
-    Reason.NO_CUDA: "not running on a CUDA GPU (e.g. --device cpu); Sage needs an NVIDIA GPU",
+    Reason.NO_CUDA: "not running on a CUDA GPU (e.g. --device cpu); Sage needs an NVIDIA GPU "
+    f"({CPU_INTERPRET_ENV}=1 with TRITON_INTERPRET=1 runs it under Triton's interpreter, slowly)",
     Reason.GPU_TOO_OLD: "SageAttention needs compute capability 8.0+ (Ampere or newer)",
     Reason.SAGEATTENTION_UNAVAILABLE: "sageattention>=1.0.6 is not importable; "
     "fix: pip install 'sageattention>=1.0.6'",
@@ -128,6 +130,16 @@ def paged_kernel_mode() -> str:
     return mode if mode in PAGED_MODES else "all"
 
 
+def cpu_interpret_enabled() -> bool:
+    """SGLANG_SAGE_CPU_INTERPRET=1 with TRITON_INTERPRET=1: on `--device cpu`, run the paged Sage
+    kernel under Triton's interpreter instead of falling back (slow; for CI and debugging, so
+    that the whole Sage route through a real server is testable without a GPU).
+    """
+    return (
+        os.environ.get(CPU_INTERPRET_ENV, "") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+    )
+
+
 def paged_kernel_enabled() -> bool:
     """False when the user turned the paged Sage kernel off (prefix batches then use Triton)."""
     return paged_kernel_mode() != "off"
@@ -154,15 +166,20 @@ def process_reason(
     capability: tuple[int, int] | None,
     sageattention_ok: bool,
     model_dtype: str,
+    cpu_interpret: bool = False,
 ) -> Reason | None:
-    """The reason Sage can never run in this process, or None."""
+    """The reason Sage can never run in this process, or None.
+
+    `cpu_interpret`: a CPU process where the paged kernel runs under Triton's interpreter
+    (`cpu_interpret_enabled`); only the model dtype and the force switch then apply.
+    """
     if forced_off():
         return Reason.FORCED_OFF
-    if device_type != "cuda":
+    if device_type != "cuda" and not cpu_interpret:
         return Reason.NO_CUDA
-    if capability is None or capability < (8, 0):
+    if device_type == "cuda" and (capability is None or capability < (8, 0)):
         return Reason.GPU_TOO_OLD
-    if not sageattention_ok:
+    if device_type == "cuda" and not sageattention_ok:
         return Reason.SAGEATTENTION_UNAVAILABLE
     if model_dtype not in SAGE_DTYPES:
         return Reason.MODEL_DTYPE

@@ -169,6 +169,36 @@ def test_process_wide_reasons(kwargs, reason, monkeypatch):
     assert fallback.process_reason(**values) is reason
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"device_type": "cpu", "capability": None, "sageattention_ok": False}, None),
+        ({"device_type": "cpu", "capability": None, "model_dtype": "float32"}, Reason.MODEL_DTYPE),
+        ({"capability": (7, 5)}, Reason.GPU_TOO_OLD),  # on CUDA the GPU checks still apply
+    ],
+)
+def test_cpu_interpret_lifts_only_the_device_checks(kwargs, reason, monkeypatch):
+    monkeypatch.delenv(fallback.FORCE_FALLBACK_ENV, raising=False)
+    values = dict(
+        device_type="cuda", capability=(9, 0), sageattention_ok=True, model_dtype="bfloat16"
+    )
+    values.update(kwargs)
+    assert fallback.process_reason(**values, cpu_interpret=True) is reason
+
+
+@pytest.mark.parametrize(
+    ("flag", "interpret", "enabled"),
+    [("1", "1", True), ("1", None, False), (None, "1", False), ("0", "1", False)],
+)
+def test_cpu_interpret_switch(monkeypatch, flag, interpret, enabled):
+    for name, value in ((fallback.CPU_INTERPRET_ENV, flag), ("TRITON_INTERPRET", interpret)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert fallback.cpu_interpret_enabled() is enabled
+
+
 def test_force_fallback_switch(monkeypatch):
     monkeypatch.setenv(fallback.FORCE_FALLBACK_ENV, "1")
     assert (
