@@ -5,14 +5,14 @@
    saved as a PreTrainedTokenizerFast (bos <s>, eos </s>, unk <unk>, pad <pad>).
 2. tiny-llama: LlamaForCausalLM, random init, bf16 safetensors
    (hidden 512, 4 layers, 8 heads, 2 kv heads, head_dim 64, ctx 32768).
-3. llama31-8b-dummy: config.json of the real Llama-3.1-8B architecture plus the
-   same tokenizer files, no weights: use with --load-format dummy.
+3. llama31-8b-dummy: config.json of the real Llama-3.1-8B architecture (from
+   bench/models/dummy_configs.py) plus the same tokenizer files, no weights: use with
+   --load-format dummy.
 
 usage: python3 make_models.py [OUTDIR=/tmp/models]
 """
 
 import glob
-import json
 import os
 import sys
 import sysconfig
@@ -105,42 +105,12 @@ if not os.path.exists(os.path.join(tiny, "config.json")):
     copy_tok(tiny)
     print(f"[tiny] params={sum(p.numel() for p in m.parameters()) / 1e6:.1f}M saved to {tiny}")
 
-# Llama-3.1-8B architecture, no weights (use --load-format dummy)
-big = os.path.join(out, "llama31-8b-dummy")
-os.makedirs(big, exist_ok=True)
-cfg8b = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "attention_bias": False,
-    "attention_dropout": 0.0,
-    "mlp_bias": False,
-    "bos_token_id": fast.bos_token_id,
-    "eos_token_id": fast.eos_token_id,
-    "hidden_act": "silu",
-    "hidden_size": 4096,
-    "initializer_range": 0.02,
-    "intermediate_size": 14336,
-    "max_position_embeddings": 131072,
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "pretraining_tp": 1,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": {
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-        "rope_type": "llama3",
-    },
-    "rope_theta": 500000.0,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-    "use_cache": True,
-    "vocab_size": 128256,
-}
-with open(os.path.join(big, "config.json"), "w") as f:
-    json.dump(cfg8b, f, indent=2)
-copy_tok(big)
+# Llama-3.1-8B architecture, no weights (use --load-format dummy): the project's one definition
+# of it lives in bench/models/dummy_configs.py (this script also runs as .carry/scripts/...,
+# two levels below the repo root as well)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "models"))
+import dummy_configs  # noqa: E402
+
+big = dummy_configs.write_dummies(out, tok_dir, ["llama31-8b-dummy"])["llama31-8b-dummy"]
 print(f"[8b] config written to {big}; done in {time.time() - t0:.1f}s")

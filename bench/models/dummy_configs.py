@@ -147,7 +147,7 @@ def write_dummies(
         gen = {"bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "do_sample": False}
         (d / "generation_config.json").write_text(json.dumps(gen) + "\n")
         for f in tdir.iterdir():
-            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
                 shutil.copy(f, d / f.name)
         note = {
             "source": source,
