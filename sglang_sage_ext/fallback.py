@@ -90,7 +90,8 @@ EXPLAIN: dict[Reason, str] = {
     Reason.SHORT_EXTEND: f"fewer new tokens than {MIN_TOKENS_ENV} (default {DEFAULT_MIN_TOKENS})",
     Reason.KV_CACHE_DTYPE: "the KV cache is not float16/bfloat16 (e.g. --kv-cache-dtype "
     "fp8_e4m3); the paged Sage kernel reads the pool as is",
-    Reason.LAYOUT: "q/k/v/o or the KV pool without a contiguous last dimension",
+    Reason.LAYOUT: "q/k/v/o or the KV pool without a contiguous last dimension, or a paged "
+    "4-D KV pool view ([pages, page_size, heads, dim])",
     Reason.CUSTOM_MASK: "custom attention mask",
     Reason.LSE_OR_SKIP: "the caller needs the LSE or a split prefix/extend pass",
     Reason.TRITON_ONLY_BRANCH: "SGLang took a Triton-only branch (deterministic mode, DCP, "
@@ -270,5 +271,9 @@ def kernel_reason(params: Mapping[str, Any], *, paged: bool = False) -> Reason |
             return Reason.KV_CACHE_DTYPE
         names = ("q_extend", "k_extend", "v_extend", "o_extend", "k_buffer", "v_buffer")
         if any(params[n].stride(-1) != 1 for n in names if params.get(n) is not None):
+            return Reason.LAYOUT
+        # the kernel reads [slots, heads, dim] pools; 0.5.17+ shared pools pass
+        # [pages, page_size, heads, dim] views with PAGE_SIZE-aware addressing
+        if any(getattr(t, "ndim", 3) != 3 for t in pool if t is not None):
             return Reason.LAYOUT
     return None

@@ -103,8 +103,8 @@ def test_paged_kernel_switch(monkeypatch, value, mode):
 class _Tensor:
     """Only what kernel_reason reads of a tensor: dtype and last-dimension stride."""
 
-    def __init__(self, dtype: str = "torch.bfloat16", last_stride: int = 1):
-        self.dtype, self._last = dtype, last_stride
+    def __init__(self, dtype: str = "torch.bfloat16", last_stride: int = 1, ndim: int = 3):
+        self.dtype, self._last, self.ndim = dtype, last_stride, ndim
 
     def stride(self, dim: int) -> int:
         assert dim == -1
@@ -128,6 +128,12 @@ def test_paged_kernel_arguments(pool_dtype, q_stride, reason):
     }
     assert fallback.kernel_reason(params, paged=True) is reason
     assert fallback.kernel_reason(params) is None  # sageattn_varlen never reads the pool
+
+
+def test_paged_kernel_refuses_4d_pool_views():
+    """SGLang 0.5.17+ shared pools hand [pages, page_size, heads, dim] views to the kernel."""
+    params = {"k_buffer": _Tensor(ndim=4), "v_buffer": _Tensor(ndim=4)}
+    assert fallback.kernel_reason(params, paged=True) is Reason.LAYOUT
 
 
 @pytest.mark.parametrize(
