@@ -89,7 +89,8 @@ EXPLAIN: dict[Reason, str] = {
     Reason.PREFIX_UNKNOWN: "the batch carries no CPU prefix lengths",
     Reason.SHORT_EXTEND: f"fewer new tokens than {MIN_TOKENS_ENV} (default {DEFAULT_MIN_TOKENS})",
     Reason.KV_CACHE_DTYPE: "the KV cache is not float16/bfloat16 (e.g. --kv-cache-dtype "
-    "fp8_e4m3); the paged Sage kernel reads the pool as is",
+    "fp8_e4m3) or holds scaled K/V (k_scale/v_scale != 1); the paged Sage kernel reads the "
+    "pool as plain K and V",
     Reason.LAYOUT: "q/k/v/o or the KV pool without a contiguous last dimension, or a paged "
     "4-D KV pool view ([pages, page_size, heads, dim])",
     Reason.CUSTOM_MASK: "custom attention mask",
@@ -268,6 +269,10 @@ def kernel_reason(params: Mapping[str, Any], *, paged: bool = False) -> Reason |
         pool = [params.get("k_buffer"), params.get("v_buffer")]
         pool_dtypes = [str(getattr(t, "dtype", "")).removeprefix("torch.") for t in pool]
         if any(dtype not in SAGE_DTYPES for dtype in pool_dtypes):
+            return Reason.KV_CACHE_DTYPE
+        # checkpoints with KV scales store K/scale, V/scale in the pool (SGLang's kernel
+        # multiplies them back in); the paged kernel reads the pool as plain K and V
+        if any(params.get(name, 1.0) not in (None, 1.0) for name in ("k_scale", "v_scale")):
             return Reason.KV_CACHE_DTYPE
         names = ("q_extend", "k_extend", "v_extend", "o_extend", "k_buffer", "v_buffer")
         if any(params[n].stride(-1) != 1 for n in names if params.get(n) is not None):

@@ -130,6 +130,14 @@ def test_paged_kernel_arguments(pool_dtype, q_stride, reason):
     assert fallback.kernel_reason(params) is None  # sageattn_varlen never reads the pool
 
 
+@pytest.mark.parametrize(
+    ("k_scale", "reason"), [(1.0, None), (None, None), (0.5, Reason.KV_CACHE_DTYPE)]
+)
+def test_paged_kernel_refuses_scaled_kv(k_scale, reason):
+    params = {"k_buffer": _Tensor(), "v_buffer": _Tensor(), "k_scale": k_scale, "v_scale": 1.0}
+    assert fallback.kernel_reason(params, paged=True) is reason
+
+
 def test_paged_kernel_refuses_4d_pool_views():
     """SGLang 0.5.17+ shared pools hand [pages, page_size, heads, dim] views to the kernel."""
     params = {"k_buffer": _Tensor(ndim=4), "v_buffer": _Tensor(ndim=4)}
