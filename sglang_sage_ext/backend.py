@@ -44,6 +44,7 @@ class _ExtendCall:
 
     reason: Reason | None
     num_tokens: int
+    num_prefix_tokens: int | None = None
     paged: bool = False
     dispatched: bool = False
 
@@ -109,12 +110,14 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
     def forward_extend(self, q, k, v, layer, forward_batch, *args, **kwargs):
         """Decide Sage or Triton for this layer call, then let SGLang run its own extend."""
         reason = self._layer_reason(q, k, layer, forward_batch, kwargs)
+        prefix_lens = getattr(forward_batch, "extend_prefix_lens_cpu", None)
         self._call = _ExtendCall(
             reason=reason,
             num_tokens=int(forward_batch.extend_num_tokens or 0),
+            num_prefix_tokens=None if prefix_lens is None else sum(int(n) for n in prefix_lens),
             paged=reason is None
             and fallback.needs_paged_kernel(
-                forward_batch.extend_prefix_lens_cpu,
+                prefix_lens,
                 head_config(layer).qk_head_dim,
                 self._paged_mode,
             ),
@@ -162,7 +165,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             STATS.record_fallback(reason)
             return self._triton_extend(*args, **kwargs)
         if call.paged:
-            kernels.sage_extend_paged(params, self._paged_pv)
+            kernels.sage_extend_paged(params, self._paged_pv, call.num_prefix_tokens)
             STATS.record_sage(call.num_tokens, "sage_paged")
             return None
         kernels.sage_extend(

@@ -110,11 +110,14 @@ def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> 
     return f"prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on {paged}"
 
 
-def sage_extend_paged(params: Mapping[str, Any], pv_mode: str) -> None:
+def sage_extend_paged(
+    params: Mapping[str, Any], pv_mode: str, num_prefix_tokens: int | None = None
+) -> None:
     """Sage attention of an extend batch (cached prefixes or not), from SGLang's kernel arguments.
 
     `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
     qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
+    `num_prefix_tokens`: sum of the batch's prefix lengths, known on the host.
     """
     from sglang_sage_ext.sage_extend_kernel import sage_extend_attention
 
@@ -131,4 +134,5 @@ def sage_extend_paged(params: Mapping[str, Any], pv_mode: str) -> None:
         int(params["max_len_extend"]),
         params.get("sm_scale"),
         pv_mode=pv_mode,
+        num_prefix_tokens=num_prefix_tokens,
     )

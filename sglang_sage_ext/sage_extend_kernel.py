@@ -466,6 +466,7 @@ def sage_extend_attention(
     *,
     pv_mode: str = "auto",
     config: dict[str, int] | None = None,
+    num_prefix_tokens: int | None = None,
 ) -> dict[str, int] | None:
     """Sage (INT8 QK, FP8/FP16 PV) attention of an SGLang extend batch into `o`.
 
@@ -474,6 +475,8 @@ def sage_extend_attention(
     KV pool (page_size 1): prefix token i of request b is at k_buffer[kv_indices[kv_indptr[b]
     + i]]. qo_indptr / kv_indptr: int32 [B+1] (kv_indptr counts prefix tokens only).
     Query row i of request b sees all of b's prefix and its new tokens j <= i.
+    `num_prefix_tokens`: the total prefix length when the caller knows it on the host (SGLang's
+    `extend_prefix_lens_cpu`); sizes the packed copies when `kv_indices` is over-allocated.
     `config` (keys BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
     configuration (benchmarks); with SGLANG_SAGE_EXTEND_AUTOTUNE=1 the kernel is autotuned over
     CONFIGS (keyed on head dim and PV mode: the first call of each key decides).
@@ -499,8 +502,9 @@ def sage_extend_attention(
     dev = q.device
 
     # Packed layout: request b starts at key block blk_indptr[b] (64-key aligned).
-    # Upper bounds from shapes only, so nothing waits for the GPU.
-    n_blk = (kv_indices.numel() + n_tok) // KEY_BLOCK + batch + 1
+    # Upper bounds from shapes (or the caller's host-side prefix total): nothing waits for the GPU.
+    n_prefix = kv_indices.numel() if num_prefix_tokens is None else num_prefix_tokens
+    n_blk = (n_prefix + n_tok) // KEY_BLOCK + batch + 1
     n_pad = n_blk * KEY_BLOCK
     kv_lens = (kv_indptr[1:] - kv_indptr[:-1]) + (qo_indptr[1:] - qo_indptr[:-1])
     blk_indptr = torch.zeros(batch + 1, dtype=torch.int32, device=dev)

@@ -100,21 +100,28 @@ def run_cases() -> list[dict]:
     rows = []
     for i, (name, pre, ext, hq, hkv, d, dtype, outlier, strided) in enumerate(CASES):
         for pv_mode in ("fp16", "fp8"):
-            # "mixed" also runs a second tile config and int64 indptrs (some SGLang releases
-            # pass int64; the kernel's TMA offsets must stay 32-bit)
-            variants = (CONFIG, CONFIG_SMALL, "int64") if name == "mixed" else (CONFIG,)
+            # "mixed" also runs a second tile config, int64 indptrs (some SGLang releases
+            # pass int64; the kernel's TMA offsets must stay 32-bit), and an over-allocated
+            # kv_indices sized by the host-side prefix total (num_prefix_tokens)
+            variants = (
+                (CONFIG, CONFIG_SMALL, "int64", "overalloc") if name == "mixed" else (CONFIG,)
+            )
             for variant in variants:
-                cfg = CONFIG if variant == "int64" else variant
+                cfg = variant if isinstance(variant, dict) else CONFIG
                 q, k, v, kb, vb, qo, kvp, kvi = make_case(
                     pre, ext, hq, hkv, d, dtype, outlier, strided, seed=1000 + i
                 )
+                extra = {}
                 if variant == "int64":
                     qo, kvp = qo.long(), kvp.long()
+                if variant == "overalloc":
+                    extra["num_prefix_tokens"] = int(kvi.numel())
+                    kvi = torch.cat([kvi, torch.full((500,), 10**9, dtype=kvi.dtype)])
                 o = torch.full((q.shape[0], hq, d), float("nan"), dtype=q.dtype)
                 sm_scale = 1.0 / math.sqrt(d)
                 sage_extend_attention(
                     q, k, v, o, kb, vb, qo, kvp, kvi, max(ext), sm_scale,
-                    pv_mode=pv_mode, config=cfg,
+                    pv_mode=pv_mode, config=cfg, **extra,
                 )  # fmt: skip
                 ref = reference(q, k, v, kb, vb, qo, kvp, kvi, sm_scale)
                 n = sum(ext)
@@ -123,7 +130,7 @@ def run_cases() -> list[dict]:
                 cos = torch.nn.functional.cosine_similarity(out.flatten(), ref[:n].flatten(), dim=0)
                 rows.append(
                     {
-                        "case": name + ("-int64" if variant == "int64" else ""),
+                        "case": name + ("" if isinstance(variant, dict) else f"-{variant}"),
                         "pv_mode": pv_mode,
                         "block_m": cfg["BLOCK_M"],
                         "block_n": cfg["BLOCK_N"],
@@ -155,7 +162,7 @@ def interpreter_rows() -> list[dict]:
 
 
 def test_all_cases_ran(interpreter_rows):
-    assert len(interpreter_rows) == 2 * (len(CASES) + 2)
+    assert len(interpreter_rows) == 2 * (len(CASES) + 3)
 
 
 @pytest.mark.parametrize("pv_mode,bound", [("fp16", FP16_REL_L2_MAX), ("fp8", FP8_REL_L2_MAX)])
