@@ -471,9 +471,10 @@ def sage_extend_attention(
     """Sage (INT8 QK, FP8/FP16 PV) attention of an SGLang extend batch into `o`.
 
     q: [T, Hq, D]; k, v: [T, Hkv, D] new tokens (strided views allowed, last dim contiguous);
-    o: [T, Hq, D], only rows < qo_indptr[-1] are written. k_buffer, v_buffer: [pool, Hkv, D]
-    KV pool (page_size 1): prefix token i of request b is at k_buffer[kv_indices[kv_indptr[b]
-    + i]]. qo_indptr / kv_indptr: int32 [B+1] (kv_indptr counts prefix tokens only).
+    o: [T, Hq, D], only rows < qo_indptr[-1] are written. k_buffer, v_buffer: [slots, Hkv, D]
+    KV pool indexed by token slot: prefix token i of request b is at
+    k_buffer[kv_indices[kv_indptr[b] + i]]. qo_indptr / kv_indptr: int32 or int64 [B+1]
+    (kv_indptr counts prefix tokens only).
     Query row i of request b sees all of b's prefix and its new tokens j <= i.
     `num_prefix_tokens`: the total prefix length when the caller knows it on the host (SGLang's
     `extend_prefix_lens_cpu`); sizes the packed copies when `kv_indices` is over-allocated.
