@@ -109,18 +109,21 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
 
     def forward_extend(self, q, k, v, layer, forward_batch, *args, **kwargs):
         """Decide Sage or Triton for this layer call, then let SGLang run its own extend."""
-        reason = self._layer_reason(q, k, layer, forward_batch, kwargs)
         prefix_lens = getattr(forward_batch, "extend_prefix_lens_cpu", None)
+        num_tokens = int(forward_batch.extend_num_tokens or 0)
+        # head dims only where Sage could run (unknown layer classes must still fall back)
+        head = head_config(layer) if self.sage_unavailable is None and k is not None else None
+        reason = self._layer_reason(
+            q, k, layer, forward_batch, kwargs, prefix_lens, num_tokens, head
+        )
+        paged = reason is None and fallback.needs_paged_kernel(
+            prefix_lens, head.qk_head_dim, self._paged_mode
+        )
         self._call = _ExtendCall(
             reason=reason,
-            num_tokens=int(forward_batch.extend_num_tokens or 0),
-            num_prefix_tokens=None if prefix_lens is None else sum(int(n) for n in prefix_lens),
-            paged=reason is None
-            and fallback.needs_paged_kernel(
-                prefix_lens,
-                head_config(layer).qk_head_dim,
-                self._paged_mode,
-            ),
+            num_tokens=num_tokens,
+            num_prefix_tokens=sum(int(n) for n in prefix_lens) if paged else None,
+            paged=paged,
         )
         try:
             return super().forward_extend(q, k, v, layer, forward_batch, *args, **kwargs)
@@ -129,7 +132,9 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             if call is not None and not call.dispatched:
                 STATS.record_fallback(Reason.TRITON_ONLY_BRANCH)
 
-    def _layer_reason(self, q, k, layer, forward_batch, kwargs) -> Reason | None:
+    def _layer_reason(
+        self, q, k, layer, forward_batch, kwargs, prefix_lens, num_tokens, head
+    ) -> Reason | None:
         if self.sage_unavailable is not None:
             return self.sage_unavailable
         if k is None:
@@ -138,14 +143,14 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             forward_mode=forward_batch.forward_mode.name,
             capturing=_capturing(),
             dtype=_dtype_name(q.dtype),
-            head=head_config(layer),
+            head=head,
             is_cross_attention=bool(getattr(layer, "is_cross_attention", False)),
             sliding_window_size=getattr(layer, "sliding_window_size", -1),
             logit_cap=getattr(layer, "logit_cap", 0.0),
             xai_temperature_len=getattr(layer, "xai_temperature_len", -1),
             extra_kwargs=kwargs,
-            prefix_lens=getattr(forward_batch, "extend_prefix_lens_cpu", None),
-            num_tokens=int(forward_batch.extend_num_tokens or 0),
+            prefix_lens=prefix_lens,
+            num_tokens=num_tokens,
             min_new_tokens=self._min_tokens,
             paged_kernel=self._paged_ok,
         )

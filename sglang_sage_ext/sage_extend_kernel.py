@@ -520,7 +520,9 @@ def sage_extend_attention(
     vq = torch.empty(
         (hkv, block_d, n_pad), dtype=torch.float8_e4m3fn if pv_fp8 else torch.float16, device=dev
     )
-    vmax = torch.zeros((batch, hkv, block_d), dtype=torch.float32, device=dev)
+    # |V| amax per (request, head, channel), read and written in FP8 P·V mode only; in FP16 mode
+    # the kernels never dereference it, so any fp32 device buffer stands in (no memset launch)
+    vmax = torch.zeros((batch, hkv, block_d), dtype=torch.float32, device=dev) if pv_fp8 else ks
     prep_args = (
         k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices, blk_indptr, kq, ks, vq, vmax,
         batch, hkv, k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buffer.stride(0),

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 import torch
 
+from sglang_sage_ext.bench.runner import stats_delta
 from tests.gpu._gpu_server import GpuServer, start_all, tail
 from tests.gpu._results import fmt, results_dir, write_json, write_text
 
@@ -190,12 +191,6 @@ def _read_stats(srv: GpuServer) -> dict:
     return read_stats_dir(srv.stats_dir)
 
 
-def _delta(after: dict, before: dict) -> dict:
-    from sglang_sage_ext.bench.runner import stats_delta
-
-    return stats_delta(after, before)
-
-
 STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
 
 
@@ -234,12 +229,12 @@ def run_suite(suite: Suite) -> None:
         time.sleep(STATS_SETTLE_S)
         for srv in healthy:
             after = _read_stats(srv)
-            suite.stats[srv.name][case.name] = _delta(after, before[srv.name])
+            suite.stats[srv.name][case.name] = stats_delta(after, before[srv.name])
             if srv.name in mid:
-                suite.stats[srv.name][f"{case.name}_first"] = _delta(
+                suite.stats[srv.name][f"{case.name}_first"] = stats_delta(
                     mid[srv.name], before[srv.name]
                 )
-                suite.stats[srv.name][f"{case.name}_rest"] = _delta(after, mid[srv.name])
+                suite.stats[srv.name][f"{case.name}_rest"] = stats_delta(after, mid[srv.name])
     for srv in healthy:
         suite.stats[srv.name]["total"] = _read_stats(srv)
         suite.stats_files[srv.name] = sorted(p.name for p in srv.stats_dir.glob("*"))
