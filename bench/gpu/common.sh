@@ -2,7 +2,8 @@
 # Shared preamble of the bench/gpu/run_*.sh device-call bodies (source it from the repo root):
 #   OUT=... LOG_NAME=x.log BUDGET=570 source bench/gpu/common.sh
 # Gives: $OUT (created, all output also teed to $OUT/$LOG_NAME), step "title", left (seconds of
-# BUDGET left), the offline bundle set up (setup_site.sh), and server helpers:
+# BUDGET left), the offline bundle set up (setup_site.sh), SS (the `sglang-sage` command), and
+# server helpers:
 #   launch NAME PORT [ENV=VAL ...] -- launch_server args   (log: $OUT/logs/NAME.log)
 #   wait_healthy PORT TIMEOUT_S     stop_all
 set -u
@@ -23,6 +24,9 @@ else
   source bench/gpu/setup_site.sh
 fi
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -3
+# the project's CLI, also where the console script is not on PATH
+SS=(sglang-sage)
+command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli import main; main()")
 
 SERVER_PIDS=()
 launch() {  # launch NAME PORT [ENV=VAL ...] -- ARGS...

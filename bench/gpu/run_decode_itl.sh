@@ -4,16 +4,13 @@
 # Env: GRIDS ("--grid 1,32:1024,8192 --grid 1:32768"), OLEN (32), BACKENDS, MEMFRAC (0.7).
 # bs32 x 8K is one 262K-token prefill in bench_one_batch: run it on an H200 (139 GiB);
 # bs32 x 32K needs 128 GiB of KV cache for Llama-3.1-8B and fits on no single lent GPU.
-set -u
 OUT=${OUT:-/tmp/decode_itl_out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/decode_itl.log") 2>&1
+LOG_NAME=decode_itl.log
 # shellcheck disable=SC1091
-source .carry/scripts/setup_site.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source bench/gpu/common.sh
 MODELS=${MODELS_DIR:-/tmp/models}
 [ -f "$MODELS/llama31-8b-dummy/config.json" ] || timeout 240 python3 .carry/scripts/make_models.py "$MODELS"
-timeout 60 sglang-sage doctor --no-spawn | grep -E "GPU|decode under|sglang " || true
+timeout 60 "${SS[@]}" doctor --no-spawn | grep -E "GPU|decode under|sglang " || true
 # shellcheck disable=SC2086
 timeout 560 python3 bench/decode_itl.py --model-path "$MODELS/llama31-8b-dummy" --out "$OUT/itl" \
   --backends ${BACKENDS:-sage_attn triton flashinfer} \

@@ -29,7 +29,6 @@ MODELS=/tmp/models
 M=$MODELS/llama31-8b-dummy
 COMMON=(--model-path "$M" --load-format dummy --disable-radix-cache --chunked-prefill-size 8192
   --mem-fraction-static 0.42 --max-total-tokens 100000 --random-seed 0)
-SS=(sglang-sage); command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli import main; main()")
 
 step "servers: sage_attn (paged, default) + triton"
 mkdir -p "$OUT/stats_sage" "$OUT/stats_sage_prefix"

@@ -2,14 +2,11 @@
 # One device call (<= 10 min, H100): perplexity of `sglang-sage bench` on the trained model
 # (sage_attn vs triton, attached servers), then the full server suite (5 servers incl. the
 # flashinfer decode default; SKIP_SUITE=1 skips it). carry [".carry"]:  bash bench/gpu/run_final.sh
-set -u
 OUT=${OUT:-/tmp/final_out}
 mkdir -p "$OUT/results"
-exec > >(tee -a "$OUT/final.log") 2>&1
-T0=$SECONDS
-step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
+LOG_NAME=final.log
 # shellcheck disable=SC1091
-source .carry/scripts/setup_site.sh
+source bench/gpu/common.sh
 MODELS=/tmp/sage-models; RES=/tmp/sage-models-results
 step "train stdlib-llama-hd128 (${TRAIN_S:-100} s)"
 [ -f "$MODELS/stdlib-llama-hd128/config.json" ] || RESULTS_DIR=$RES TRAIN_S=${TRAIN_S:-100} \

@@ -9,29 +9,15 @@
 # server_logs.tar.gz (server logs + per-server stats dirs), results/{kernel,server}_gpu.{json,md}.
 # Env knobs: SUITE_BUDGET_S (default 570), PYTEST_EXTRA (e.g. "-x"), MODELS_DIR (/tmp/models),
 # SKIP_KERNEL=1 (servers only), SGLANG_SAGE_GPU_TP=2 (every server with --tp 2, 2-GPU kind).
-set -u
 OUT=${OUT:-/tmp/gpu_suite_out}
 mkdir -p "$OUT/results" "$OUT/server_logs"
-exec > >(tee -a "$OUT/gpu_suite.log") 2>&1
-T0=$SECONDS
-BUDGET=${SUITE_BUDGET_S:-570}
-left() { echo $((BUDGET - (SECONDS - T0))); }
-step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
-
-step "setup (bundle -> /tmp/site, wheels -> site-packages)"
-if [ -f .carry/scripts/setup_site.sh ]; then
-  # shellcheck disable=SC1091
-  source .carry/scripts/setup_site.sh
-else
-  echo "[suite] no .carry/scripts/setup_site.sh: run bash bench/gpu/build_bundle.sh and carry .carry"
-  # shellcheck disable=SC1091
-  source bench/gpu/setup_site.sh
-fi
+LOG_NAME=gpu_suite.log BUDGET=${SUITE_BUDGET_S:-570}
+# shellcheck disable=SC1091
+source bench/gpu/common.sh
 SCRIPTS=.carry/scripts
 [ -f $SCRIPTS/env_check.py ] || SCRIPTS=bench/gpu
 
 step "environment"
-nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -5
 python3 -c "import sys; print('python', sys.version)"
 timeout 180 python3 $SCRIPTS/env_check.py || echo "[suite] env_check rc=$?"
 
@@ -45,9 +31,7 @@ fi
 export SGLANG_SAGE_TEST_MODEL=$MODELS/tiny-llama
 
 step "sglang-sage doctor"
-if command -v sglang-sage >/dev/null 2>&1; then DOCTOR=(sglang-sage doctor)
-else DOCTOR=(python3 -c "from sglang_sage_ext.cli import main; main()" doctor); fi
-timeout 180 "${DOCTOR[@]}" > "$OUT/doctor.txt" 2>&1
+timeout 180 "${SS[@]}" doctor > "$OUT/doctor.txt" 2>&1
 echo "doctor exit code: $?" | tee -a "$OUT/doctor.txt"
 cat "$OUT/doctor.txt"
 

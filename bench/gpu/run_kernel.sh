@@ -6,24 +6,14 @@
 # Returns in $OUT: run_kernel.log, results/{sage_extend_gpu,kernel_bench}.{json,md}.
 # The working tree goes first on PYTHONPATH, so a stale project wheel in .carry/whl cannot hide
 # the new kernel module. Env: TEST_BUDGET_S (150), BENCH_BUDGET_S (300).
-set -u
 OUT=${OUT:-/tmp/run_kernel_out}
 mkdir -p "$OUT/results"
-exec > >(tee -a "$OUT/run_kernel.log") 2>&1
-T0=$SECONDS
-step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
-
-step "setup"
-if [ -f .carry/scripts/setup_site.sh ]; then
-  # shellcheck disable=SC1091
-  source .carry/scripts/setup_site.sh
-else
-  # shellcheck disable=SC1091
-  source bench/gpu/setup_site.sh
-fi
+LOG_NAME=run_kernel.log
+# shellcheck disable=SC1091
+source bench/gpu/common.sh
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_SAGE_RESULTS_DIR=$OUT/results
-nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,temperature.gpu --format=csv
+nvidia-smi --query-gpu=clocks.sm,temperature.gpu --format=csv
 python3 -c "import torch, triton, sglang_sage_ext.sage_extend_kernel as m; \
 print('torch', torch.__version__, 'triton', triton.__version__, 'kernel from', m.__file__)"
 

@@ -12,27 +12,12 @@
 # Back in $OUT (5 files, flat): run_models.log, train_results.{json,md}, manifest.txt,
 # server_<backend>.log. Env: TRAIN_STEPS (1400), TRAIN_CAP_S (from the budget),
 # MODELS_BUDGET_S (whole call, default 535), SERVER_BACKENDS ("triton"; e.g. "triton sage_attn").
-set -u
 OUT=${OUT:-/tmp/run_models_out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/run_models.log") 2>&1
-T0=$SECONDS
-BUDGET=${MODELS_BUDGET_S:-535}
-left() { echo $((BUDGET - (SECONDS - T0))); }
-step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
+LOG_NAME=run_models.log BUDGET=${MODELS_BUDGET_S:-535}
+# shellcheck disable=SC1091
+source bench/gpu/common.sh
 MODELS=/tmp/sage-models
 RES=/tmp/sage-models-results
-
-step "setup (bundle -> /tmp/site, wheels -> site-packages)"
-if [ -f .carry/scripts/setup_site.sh ]; then
-  # shellcheck disable=SC1091
-  source .carry/scripts/setup_site.sh
-else
-  echo "[models] no .carry/scripts/setup_site.sh: bash bench/gpu/build_bundle.sh, carry .carry"
-  # shellcheck disable=SC1091
-  source bench/gpu/setup_site.sh
-fi
-nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv 2>&1 | head -3
 timeout 60 python3 -c "import sys, torch, transformers, tokenizers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cuda.is_available())"
 
 # keep ~85 s for the server check; ~40 s of make_all is data, tokenizer and the two evaluations

@@ -13,7 +13,6 @@ LOG_NAME=trained_accuracy.log BUDGET=${ACC_BUDGET_S:-380}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
 MODELS=/tmp/sage-models; RES=/tmp/sage-models-results; M=$MODELS/stdlib-llama-hd128
-SS=(sglang-sage); command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli import main; main()")
 
 step "train stdlib-llama-hd128"
 [ -f "$M/model.safetensors" ] || RESULTS_DIR=$RES TRAIN_ARGS="--variants hd128 --eval-lengths 4096 --eval-trials 20" \
