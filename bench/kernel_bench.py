@@ -97,7 +97,7 @@ def kernels(p: Problem) -> dict:
     """name -> zero-arg callable returning [Sq, Hq, D] (or raising if unsupported)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sglang_sage_ext.sage_extend_kernel import sage_extend_attention
+    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
     out = {}
     for mode in ("fp8", "fp16"):
@@ -193,7 +193,7 @@ def main() -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = False
 
-    import sglang_sage_ext.sage_extend_kernel as sek
+    import sglang_sage_ext.kernels.paged_sage as sek
 
     res = {
         "command": "python3 " + " ".join(sys.argv),

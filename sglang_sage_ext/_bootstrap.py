@@ -4,7 +4,7 @@ SGLang starts its schedulers with the `spawn` start method, so a patch made in t
 process never reaches the process that builds the attention backend. `site` executes `.pth`
 files in every interpreter, spawned children included; this module puts a tiny finder on
 `sys.meta_path` that waits for the first `import sglang` and only then imports wrapt and
-registers the post-import hooks of `sglang_sage_ext.hooks`.
+registers the post-import hooks of `sglang_sage_ext.integration.hooks`.
 
 Rules: import nothing but `sys` and `os` here (interpreter start must stay under 5 ms),
 never raise, and do nothing when SGLANG_SAGE_EXT_DISABLE is set to a true value.
@@ -63,7 +63,7 @@ _finder = _FirstSglangImport()
 
 def _install_hooks(trigger: str) -> None:
     try:
-        from sglang_sage_ext import hooks
+        from sglang_sage_ext.integration import hooks
 
         hooks.install()
         state["bootstrap"] = f"hooks installed ({trigger})"

@@ -1,6 +1,6 @@
 """Test-session setup shared by CPU CI and GPU machines.
 
-Without CUDA, the CPU shims (sglang_sage_ext.testing.cpu_shims) are installed here, before any
+Without CUDA, the CPU shims (sglang_sage_ext.cpu.shims) are installed here, before any
 test module imports sglang, and SGLANG_SAGE_CPU_SHIMS=1 is exported so that the processes SGLang
 spawns load them too (through the env-gated `.pth` that tox writes; written here as a fallback).
 With CUDA nothing is patched and the same tests run against the real stack.
@@ -30,7 +30,7 @@ def _cuda_available() -> bool:
 HAS_CUDA = _cuda_available()
 
 if not HAS_CUDA:
-    from sglang_sage_ext.testing import cpu_shims
+    from sglang_sage_ext.cpu import shims as cpu_shims
 
     cpu_shims.install()
     os.environ[cpu_shims.ENV_VAR] = "1"
@@ -58,6 +58,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random Llama (2 layers, 4 q / 2 kv heads, head_dim 64) with a local tokenizer."""
-    from sglang_sage_ext.testing.tiny_model import make_tiny_llama
+    from sglang_sage_ext.cpu.tiny_model import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

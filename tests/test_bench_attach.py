@@ -11,8 +11,8 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from sglang_sage_ext.bench import mmlu
-from sglang_sage_ext.cli import main
+from sglang_sage_ext.cli.bench import mmlu
+from sglang_sage_ext.cli.main import main
 from tests.fixtures.fake_sglang import FakeModel, fake_server
 
 
@@ -192,7 +192,7 @@ def test_attach_to_wrong_backend_is_refused(tmp_path):
 
 
 def test_attach_to_nothing(tmp_path):
-    from sglang_sage_ext.bench.servers import free_port
+    from sglang_sage_ext.cli.bench.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     res = _invoke(["mmlu", "--sage-url", url, "--baseline-url", url, "--timeout", "2"], tmp_path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from sglang_sage_ext.bench import runner, servers
-from sglang_sage_ext.cli import main
+from sglang_sage_ext.cli.bench import runner, servers
+from sglang_sage_ext.cli.main import main
 
 
 def _invoke(args, out):

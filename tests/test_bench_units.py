@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from sglang_sage_ext.bench import metrics, mmlu, runner, thresholds
-from sglang_sage_ext.cli import main
+from sglang_sage_ext.cli.bench import metrics, mmlu, runner, thresholds
+from sglang_sage_ext.cli.main import main
 
 
 def test_percentile_matches_numpy_linear():
@@ -212,7 +212,7 @@ def test_launch_needs_model_path_or_urls(tmp_path):
 
 
 def test_drift_without_cuda_is_a_clear_error(tiny_model_dir, tmp_path):
-    from sglang_sage_ext.bench.drift import environment_problem
+    from sglang_sage_ext.cli.bench.drift import environment_problem
 
     problem = environment_problem(str(tiny_model_dir))
     try:
@@ -234,7 +234,7 @@ def test_drift_mechanics_on_cpu_with_a_stand_in_kernel(tiny_model_dir):
     """The attention hook, both passes and the per-layer records, with exact+noise as 'Sage'."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from sglang_sage_ext.bench import drift
+    from sglang_sage_ext.cli.bench import drift
 
     def noisy(q, k, v, scale):
         out = drift.exact_attention(q, k, v, scale)
@@ -253,8 +253,8 @@ def test_drift_mechanics_on_cpu_with_a_stand_in_kernel(tiny_model_dir):
 
 def test_perplexity_alignment_takes_the_tail_and_accepts_sglang_clipped_ids():
     """SGLang's first entry is null and ids >= vocab_size - 1 come back as 0."""
-    from sglang_sage_ext.bench.client import ClientError
-    from sglang_sage_ext.bench.perplexity import aligned_logprobs
+    from sglang_sage_ext.cli.bench.client import ClientError
+    from sglang_sage_ext.cli.bench.perplexity import aligned_logprobs
 
     entries = [[None, 5, None], [-1.0, 6, None], [-2.0, 0, None], [-3.0, 8, None]]
     assert aligned_logprobs(entries, [6, 8191, 8], "w") == [-1.0, -2.0, -3.0]

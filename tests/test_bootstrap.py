@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sglang_sage_ext import doctor, hooks
+from sglang_sage_ext.cli import doctor
+from sglang_sage_ext.integration import hooks
 from tests._subproc import run_python
 
 HEAVY = ("wrapt", "torch", "sglang", "importlib_metadata", "importlib.metadata")
@@ -25,7 +26,7 @@ def test_interpreter_start_imports_nothing_heavy():
 def test_first_sglang_import_installs_the_hooks():
     out = run_python(
         "import json, sglang.srt.server_args; import sglang_sage_ext._bootstrap as b; "
-        "from sglang_sage_ext import status; "
+        "from sglang_sage_ext.integration import status; "
         "print(json.dumps([b.state['bootstrap'], status.snapshot()['cli']]))"
     )
     state, cli_status = json.loads(out)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from sglang_sage_ext.compat import BACKEND_NAME
-from sglang_sage_ext.patches import cli
+from sglang_sage_ext.integration.compat import BACKEND_NAME
+from sglang_sage_ext.integration.patches import cli
 
 FLAGS = ("--attention-backend", "--prefill-attention-backend", "--decode-attention-backend")
 

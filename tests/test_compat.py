@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from sglang_sage_ext import compat, package
+from sglang_sage_ext import package
+from sglang_sage_ext.integration import compat
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,8 @@ import types
 
 import pytest
 
-from sglang_sage_ext import decode_backend, status
+from sglang_sage_ext.integration import native as decode_backend
+from sglang_sage_ext.integration import status
 
 
 def _args(**overrides):

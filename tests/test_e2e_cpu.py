@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sglang_sage_ext.stats import STATS_DIR_ENV, read_stats_dir
+from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
 from tests._server import cuda_available, generate, post_json, running_server
 
 pytestmark = [

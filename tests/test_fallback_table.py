@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sglang_sage_ext import fallback
-from sglang_sage_ext.compat import HeadConfig
-from sglang_sage_ext.fallback import Reason
+from sglang_sage_ext.backend import fallback
+from sglang_sage_ext.backend.fallback import Reason
+from sglang_sage_ext.integration.compat import HeadConfig
 
 GOOD_HEAD = HeadConfig(q_heads=32, k_heads=8, v_heads=8, qk_head_dim=128, v_head_dim=128)
 
@@ -244,13 +244,13 @@ def test_every_reason_is_explained():
     ],
 )
 def test_route_summary(mode, problem, expected):
-    from sglang_sage_ext.kernels import extend_route_summary
+    from sglang_sage_ext.kernels.sage_ops import extend_route_summary
 
     assert expected in extend_route_summary(mode, problem, "fp16")
 
 
 def test_paged_pv_mode(monkeypatch):
-    from sglang_sage_ext import kernels
+    from sglang_sage_ext.kernels import sage_ops as kernels
 
     monkeypatch.delenv(kernels.PAGED_PV_ENV, raising=False)
     assert kernels.paged_pv_mode() == "fp16"

@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from sglang_sage_ext import compat
-from sglang_sage_ext.compat import BACKEND_NAME
-from sglang_sage_ext.factory import SageAttnConfigError, create_sage_backend
+from sglang_sage_ext.integration import compat
+from sglang_sage_ext.integration.compat import BACKEND_NAME
+from sglang_sage_ext.integration.factory import SageAttnConfigError, create_sage_backend
 
 
 def _runner(**attrs):
@@ -60,7 +60,7 @@ def test_construction_path_reaches_our_factory(attrs, message):
 
 def test_construction_builds_the_sage_backend_class():
     """A supported model gets SageTritonAttnBackend.__init__ (which then needs a real runner)."""
-    from sglang_sage_ext.backend import SageTritonAttnBackend
+    from sglang_sage_ext.backend.sage_backend import SageTritonAttnBackend
 
     calls = []
     original = SageTritonAttnBackend.__init__
@@ -81,7 +81,7 @@ def test_construction_builds_the_sage_backend_class():
 def test_backend_is_a_triton_backend():
     from sglang.srt.layers.attention.triton_backend import TritonAttnBackend
 
-    from sglang_sage_ext.backend import SageTritonAttnBackend
+    from sglang_sage_ext.backend.sage_backend import SageTritonAttnBackend
 
     assert issubclass(SageTritonAttnBackend, TritonAttnBackend)
 

@@ -95,14 +95,14 @@ def make_case(pre, ext, hq, hkv, d, dtype, outlier, strided, seed):
 
 def run_cases() -> list[dict]:
     """Run every case in this interpreter (TRITON_INTERPRET=1 must already be set)."""
-    from sglang_sage_ext.sage_extend_kernel import sage_extend_attention
+    from sglang_sage_ext.kernels.paged_sage import plan_extend, sage_extend_attention
 
     rows = []
     for i, (name, pre, ext, hq, hkv, d, dtype, outlier, strided) in enumerate(CASES):
         for pv_mode in ("fp16", "fp8"):
             # "mixed" also runs a second tile config, int64 indptrs (some SGLang releases
             # pass int64; the kernel's TMA offsets must stay 32-bit), and an over-allocated
-            # kv_indices sized by the host-side prefix total (num_prefix_tokens)
+            # kv_indices with a host-side plan (SGLang's extend_*_lens_cpu), as the backend runs
             variants = (
                 (CONFIG, CONFIG_SMALL, "int64", "overalloc") if name == "mixed" else (CONFIG,)
             )
@@ -115,7 +115,7 @@ def run_cases() -> list[dict]:
                 if variant == "int64":
                     qo, kvp = qo.long(), kvp.long()
                 if variant == "overalloc":
-                    extra["num_prefix_tokens"] = int(kvi.numel())
+                    extra["plan"] = plan_extend(ext, pre, "cpu")
                     kvi = torch.cat([kvi, torch.full((500,), 10**9, dtype=kvi.dtype)])
                 o = torch.full((q.shape[0], hq, d), float("nan"), dtype=q.dtype)
                 sm_scale = 1.0 / math.sqrt(d)

@@ -37,8 +37,11 @@ def test_wheel_and_sdist_contents(dist):
     assert "sglang_sage_ext/_bootstrap.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheels[0]).read(entry_points).decode()
-    assert "[sglang.srt.plugins]" in text and "sage_attn = sglang_sage_ext.plugin:register" in text
-    assert "sglang-sage = sglang_sage_ext.cli:main" in text
+    assert (
+        "[sglang.srt.plugins]" in text
+        and "sage_attn = sglang_sage_ext.integration.plugin:register" in text
+    )
+    assert "sglang-sage = sglang_sage_ext.cli.main:main" in text
 
 
 def test_fresh_venv_runs_the_bootstrap_from_the_pth(dist, tmp_path):

@@ -26,7 +26,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -3
 # the project's CLI, also where the console script is not on PATH
 SS=(sglang-sage)
-command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli import main; main()")
+command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli.main import main; main()")
 
 SERVER_PIDS=()
 launch() {  # launch NAME PORT [ENV=VAL ...] -- ARGS...

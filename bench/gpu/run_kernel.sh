@@ -14,7 +14,7 @@ source bench/gpu/common.sh
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_SAGE_RESULTS_DIR=$OUT/results
 nvidia-smi --query-gpu=clocks.sm,temperature.gpu --format=csv
-python3 -c "import torch, triton, sglang_sage_ext.sage_extend_kernel as m; \
+python3 -c "import torch, triton, sglang_sage_ext.kernels.paged_sage as m; \
 print('torch', torch.__version__, 'triton', triton.__version__, 'kernel from', m.__file__)"
 
 step "GPU correctness (tests/gpu/test_sage_extend_kernel_gpu.py)"

@@ -11,7 +11,7 @@
 #   model did not learn retrieval (exact match < 0.5 at the shortest eval length) the results
 #   carry `retrieval_learned: false` and a WARNING line.
 # CPU (--cpu-only or no CUDA): the same small parts, a toy model trained for TOY_STEPS (20) steps
-#   (proves the pipeline, not a useful model) and tiny-random (sglang_sage_ext.testing.tiny_model).
+#   (proves the pipeline, not a useful model) and tiny-random (sglang_sage_ext.cpu.tiny_model).
 # Env: PYTHON (python3), TRAIN_STEPS, TRAIN_CAP_S, TRAIN_ARGS (extra train_tiny_llama.py flags,
 #   e.g. "--variants hd128"), RESULTS_DIR, TOY_STEPS. TRAIN_S (seconds of training, before
 #   training became step-based) is ignored, with a note.
@@ -54,9 +54,9 @@ if [ "$CPU_ONLY" = 1 ]; then
     --eval-lengths 512,1024 --eval-trials 8 --ppl-contexts 256 --ppl-max-tokens 8192 \
     --train-bytes 2000000 --no-site-packages --max-position-embeddings 4096 --log-every 10 \
     --probe-lengths 512 --probe-trials 8 --probe-every 0 ${TRAIN_ARGS:-} || RC=1
-  step "tiny-random (sglang_sage_ext.testing.tiny_model)"
-  if $PY -c "import sglang_sage_ext.testing.tiny_model" 2>/dev/null; then
-    $PY -m sglang_sage_ext.testing.tiny_model "$OUT/tiny-random" || RC=1
+  step "tiny-random (sglang_sage_ext.cpu.tiny_model)"
+  if $PY -c "import sglang_sage_ext.cpu.tiny_model" 2>/dev/null; then
+    $PY -m sglang_sage_ext.cpu.tiny_model "$OUT/tiny-random" || RC=1
   else
     echo "[make_all] sglang_sage_ext not importable: tiny-random skipped"
   fi

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sglang_sage_ext.bench.servers import free_port
+from sglang_sage_ext.cli.bench.servers import free_port
 
 
 def tail(path: Path, n: int = 60) -> str:

@@ -65,7 +65,7 @@ def _write_results():
     try:
         import sageattention  # noqa: F401
 
-        from sglang_sage_ext.compat import installed_version
+        from sglang_sage_ext.integration.compat import installed_version
 
         info["sageattention"] = installed_version("sageattention")
         info["sglang"] = installed_version("sglang")
@@ -129,7 +129,7 @@ def _errors(out, ref):
 
 
 def _triton(q, k, v, lens, sm_scale):
-    from sglang_sage_ext.compat import raw_extend_kernel
+    from sglang_sage_ext.integration.compat import raw_extend_kernel
 
     extend_attention_fwd = raw_extend_kernel()
     dev = q.device
@@ -165,7 +165,7 @@ def _triton(q, k, v, lens, sm_scale):
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 def test_sage_and_triton_vs_fp64(head_dim, dtype_name, heads, mix):
-    from sglang_sage_ext.kernels import sage_extend
+    from sglang_sage_ext.kernels.sage_ops import sage_extend
 
     dtype = DTYPES[dtype_name]
     hq, hkv = heads

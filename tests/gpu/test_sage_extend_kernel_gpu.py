@@ -129,7 +129,7 @@ def _reference(q, k, v, kb, vb, qo, kvp, kvi, sm_scale, rows_per_chunk=1024):
 
 @pytest.fixture(scope="module")
 def measured() -> list[dict]:
-    from sglang_sage_ext.sage_extend_kernel import sage_extend_attention
+    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
     rng = random.Random(20261121)
     gen = torch.Generator(device=DEVICE).manual_seed(20261121)

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import torch
 
-from sglang_sage_ext.bench.runner import stats_delta
+from sglang_sage_ext.cli.bench.runner import stats_delta
 from tests.gpu._gpu_server import GpuServer, start_all, tail
 from tests.gpu._results import fmt, results_dir, write_json, write_text
 
@@ -186,7 +186,7 @@ def _payload(ids: list[int], case: Case) -> dict[str, Any]:
 
 
 def _read_stats(srv: GpuServer) -> dict:
-    from sglang_sage_ext.stats import read_stats_dir
+    from sglang_sage_ext.backend.stats import read_stats_dir
 
     return read_stats_dir(srv.stats_dir)
 

@@ -1,0 +1,1 @@
+"""`sglang-sage`: doctor, demo and bench (`main` is the click group)."""

@@ -1,0 +1,379 @@
+"""`bench report`: one markdown + JSON report, with PNG plots, from the result JSONs.
+
+Reads `<dir>/{throughput,mmlu,logits,perplexity,drift}.json` (whichever exist) and writes
+`report.md`, `report.json` and `ttft_vs_prompt_length.png`, `output_tps_vs_concurrency.png`,
+`kl_vs_context_length.png`, `drift_layers.png` where the data exists. matplotlib is optional
+(`pip install 'sglang-sage-ext[plots]'`) and imported only to draw.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from sglang_sage_ext.cli.bench.ui import fmt, pct
+
+KINDS = ("throughput", "mmlu", "logits", "perplexity", "drift")
+PLOTS_HINT = "pip install 'sglang-sage-ext[plots]'"
+
+
+class ReportError(RuntimeError):
+    """Nothing to report, an unreadable result file, or plots without matplotlib."""
+
+
+def require_matplotlib() -> Any:
+    """matplotlib.pyplot with the Agg backend, or ReportError naming the extra to install."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ReportError(
+            f"plots need matplotlib: {PLOTS_HINT} (or pass --no-plots / --no-plot)"
+        ) from None
+    return plt
+
+
+def load_runs(output_dir: Path) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        path = output_dir / f"{kind}.json"
+        if not path.exists():
+            continue
+        try:
+            runs[kind] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"cannot read {path}: {exc}") from None
+    if not runs:
+        raise ReportError(
+            f"no result files in {output_dir} (expected any of "
+            + ", ".join(f"{k}.json" for k in KINDS)
+            + "); run `sglang-sage bench <command> -o DIR` first"
+        )
+    return runs
+
+
+def build(output_dir: Path, plots: bool = True) -> list[Path]:
+    """Write the report files; returns their paths."""
+    runs = load_runs(Path(output_dir))
+    plt = require_matplotlib() if plots else None
+    written: list[Path] = []
+    images: dict[str, str] = {}
+    if plt is not None:
+        for name, maker in (
+            ("ttft_vs_prompt_length.png", _plot_ttft),
+            ("output_tps_vs_concurrency.png", _plot_tps),
+            ("kl_vs_context_length.png", _plot_kl),
+        ):
+            path = Path(output_dir) / name
+            if maker(plt, runs, path):
+                images[name] = name
+                written.append(path)
+        if "drift" in runs:
+            drift_png = plot_drift(runs["drift"], Path(output_dir))
+            if drift_png:
+                images["drift_layers.png"] = Path(drift_png).name
+                written.append(Path(drift_png))
+    summary = summarize(runs)
+    summary["plots"] = sorted(images)
+    json_path = Path(output_dir) / "report.json"
+    json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    md_path = Path(output_dir) / "report.md"
+    md_path.write_text(markdown(runs, summary, images))
+    return [md_path, json_path, *written]
+
+
+def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The machine-readable report: gates, thresholds and headline numbers per run."""
+    out: dict[str, Any] = {
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "runs": {},
+        "gates": {},
+        "failed_thresholds": [],
+    }
+    for kind, doc in runs.items():
+        entry = {
+            "created": doc.get("created"),
+            "sglang": doc.get("sglang"),
+            "config": doc.get("config"),
+            "sage_stats": doc.get("sage_stats"),
+            "gates": doc.get("gates"),
+        }
+        if kind == "mmlu":
+            entry["accuracy"] = {r: v.get("accuracy") for r, v in doc["results"].items()}
+        elif kind == "perplexity":
+            entry["perplexity"] = {r: v.get("perplexity") for r, v in doc["results"].items()}
+        elif kind == "logits":
+            entry["overall"] = doc["comparison"].get("all")
+        elif kind == "throughput":
+            entry["comparison"] = doc.get("comparison")
+            entry["memory"] = {r: v.get("memory") for r, v in doc["results"].items()}
+        elif kind == "drift":
+            entry["final"] = doc.get("final")
+        out["runs"][kind] = entry
+        out["gates"].update(doc.get("gates") or {})
+        out["failed_thresholds"] += [
+            {**t, "kind": kind} for t in doc.get("thresholds") or [] if t.get("failed")
+        ]
+    return out
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in r) + " |" for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _stats_line(doc: dict[str, Any]) -> str:
+    parts = []
+    for role, s in (doc.get("sage_stats") or {}).items():
+        if not s:
+            parts.append(f"{role}: not recorded")
+            continue
+        fb = ", ".join(f"{k} {v}" for k, v in s["fallback_calls"].items()) or "no fallback"
+        share = "-" if s.get("sage_share") is None else f"{s['sage_share'] * 100:.1f}%"
+        parts.append(f"{role}: {s['sage_calls']} Sage calls ({share} of extend calls; {fb})")
+    return (
+        ("Extend calls on Sage during the workload: " + "; ".join(parts) + ".\n") if parts else ""
+    )
+
+
+def markdown(runs: dict[str, dict[str, Any]], summary: dict, images: dict[str, str]) -> str:
+    md = ["# sglang-sage bench report\n", f"Generated {summary['generated']}.\n"]
+    failed = summary["failed_thresholds"]
+    if failed:
+        md.append(
+            "**Thresholds exceeded:** "
+            + ", ".join(f"{t['gate']} = {fmt(t['value'])} > {t['limit']}" for t in failed)
+            + "\n"
+        )
+    for kind, doc in runs.items():
+        cfg = doc.get("config") or {}
+        baseline = cfg.get("baseline", "baseline")
+        md.append(f"\n## {kind}\n")
+        md.append(
+            f"SGLang {doc.get('sglang')}, sglang-sage-ext {doc.get('sglang_sage_ext')}, "
+            f"model `{cfg.get('model_path')}`, baseline `{baseline}`, {doc.get('created')}.\n"
+        )
+        md.append(_stats_line(doc))
+        md.append("\n" + _section(kind, doc, baseline))
+        for name in _images_for(kind):
+            if name in images:
+                md.append(f"\n![{name}]({images[name]})\n")
+        if doc.get("gates"):
+            md.append(
+                "\nGates: " + ", ".join(f"`{k}` = {fmt(v)}" for k, v in doc["gates"].items()) + "\n"
+            )
+    return "\n".join(md)
+
+
+def _images_for(kind: str) -> list[str]:
+    return {
+        "throughput": ["ttft_vs_prompt_length.png", "output_tps_vs_concurrency.png"],
+        "logits": ["kl_vs_context_length.png"],
+        "drift": ["drift_layers.png"],
+    }.get(kind, [])
+
+
+def _section(kind: str, doc: dict[str, Any], baseline: str) -> str:
+    if kind == "throughput":
+        from sglang_sage_ext.cli.bench import throughput
+
+        rows = throughput.comparison_rows(doc["comparison"], pct)
+        text = _md_table(["grid point", "metric", "sage_attn", baseline, "change"], rows)
+        mem = [
+            [
+                role,
+                r["memory"].get("peak_server_mib"),
+                r["memory"].get("peak_device_mib"),
+                r["memory"].get("method"),
+            ]
+            for role, r in doc["results"].items()
+        ]
+        text += "\nPeak GPU memory (MiB):\n\n" + _md_table(
+            ["server", "server processes", "whole device", "measured with"], mem
+        )
+        return text
+    if kind == "mmlu":
+        comp = doc["comparison"]
+        rows = [[n, c["sage"], c["baseline"], c["delta"]] for n, c in comp["subjects"].items()]
+        res = doc["results"]
+        rows.append(
+            [
+                "**overall**",
+                res["sage"]["accuracy"],
+                res["baseline"]["accuracy"],
+                comp["accuracy_delta"],
+            ]
+        )
+        return _md_table(["subject", "sage_attn", baseline, "delta"], rows) + (
+            f"\nSame answer on {fmt(comp['answer_agreement'])} of the questions.\n"
+        )
+    if kind == "logits":
+        from sglang_sage_ext.cli.bench import logits
+
+        rows = [row[:-1] for row in logits.comparison_rows(doc["comparison"])]
+        return _md_table(
+            ["context", "positions", "KL mean", "KL max", "top-1", "max abs dlogprob", "same"],
+            rows,
+        )
+    if kind == "perplexity":
+        c = doc["comparison"]
+        return _md_table(
+            ["metric", "sage_attn", baseline, "change"],
+            [
+                [
+                    "perplexity",
+                    c["perplexity_sage"],
+                    c["perplexity_baseline"],
+                    "-" if c["ppl_increase_pct"] is None else f"{c['ppl_increase_pct']:+.3f}%",
+                ],
+                ["mean abs dlogprob", c["mean_abs_logprob_diff"], "", ""],
+            ],
+        )
+    if kind == "drift":
+        from sglang_sage_ext.cli.bench import drift
+
+        layer_rows, final_rows = drift.table_rows(doc)
+        text = _md_table(drift.LAYER_HEADER, layer_rows)
+        text += "\nSage in every layer vs exact attention:\n\n" + _md_table(
+            drift.FINAL_HEADER, final_rows
+        )
+        return text
+    return ""
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _points(doc: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return list(doc["results"][role]["points"].values())
+
+
+def _plot_throughput_lines(
+    plt: Any,
+    runs: dict,
+    path: Path,
+    *,
+    x: str,
+    y: Any,
+    series: tuple[str, str],
+    series_label: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+) -> bool:
+    """One line per (backend, series key pair) over the throughput grid points."""
+    doc = runs.get("throughput")
+    if not doc:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for role in ("sage", "baseline"):
+        label = "sage_attn" if role == "sage" else doc["config"].get("baseline", role)
+        groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
+        for p in _points(doc, role):
+            groups.setdefault((p[series[0]], p[series[1]]), []).append((p[x], y(p)))
+        for key, pts in sorted(groups.items()):
+            pts.sort()
+            ax.plot(
+                *zip(*pts, strict=True),
+                marker="o",
+                label=f"{label} " + series_label.format(*key),
+                linestyle="-" if role == "sage" else "--",
+            )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_ttft(plt: Any, runs: dict, path: Path) -> bool:
+    return _plot_throughput_lines(
+        plt,
+        runs,
+        path,
+        x="input_len",
+        y=lambda p: p["ttft_ms"]["median"],
+        series=("concurrency", "output_len"),
+        series_label="c={} out={}",
+        xlabel="prompt length (tokens)",
+        ylabel="median TTFT (ms)",
+        title="TTFT vs prompt length",
+        log_x=True,
+    )
+
+
+def _plot_tps(plt: Any, runs: dict, path: Path) -> bool:
+    return _plot_throughput_lines(
+        plt,
+        runs,
+        path,
+        x="concurrency",
+        y=lambda p: p["output_throughput"],
+        series=("input_len", "output_len"),
+        series_label="in={} out={}",
+        xlabel="concurrency",
+        ylabel="output tokens/s",
+        title="Output throughput vs concurrency",
+    )
+
+
+def _plot_kl(plt: Any, runs: dict, path: Path) -> bool:
+    doc = runs.get("logits")
+    if not doc:
+        return False
+    pts = sorted(
+        (int(k), c["kl_mean"], c["kl_max"])
+        for k, c in doc["comparison"].items()
+        if k != "all" and c.get("kl_mean") is not None
+    )
+    if not pts:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p[0] for p in pts]
+    ax.plot(xs, [p[1] for p in pts], marker="o", label="KL mean")
+    ax.plot(xs, [p[2] for p in pts], marker="s", linestyle="--", label="KL max")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("KL(baseline || sage_attn), top-k")
+    ax.set_title("Next-token KL vs context length")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_drift(doc: dict[str, Any], output_dir: Path) -> str | None:
+    """drift_layers.png: per-layer rel-L2 and 1 - cosine of Sage vs exact attention."""
+    layers = doc.get("layers") or []
+    if not layers:
+        return None
+    plt = require_matplotlib()
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(output_dir) / "drift_layers.png"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["layer"] for r in layers]
+    ax.plot(xs, [r["rel_l2"] for r in layers], marker="o", label="rel-L2")
+    ax.plot(xs, [max(1 - r["cosine"], 1e-12) for r in layers], marker="s", label="1 - cosine")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_title("Sage vs exact attention output per layer")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,345 @@
+"""Run one workload on sage_attn and on a baseline backend, launched or attached.
+
+Launched servers start one at a time (never two models in GPU memory at once), each with
+`SGLANG_SAGE_STATS_DIR=<out>/stats_<role>_<backend>` so the run records how many extend
+batches really ran on Sage, and are stopped in `finally`, with SIGTERM turned into
+KeyboardInterrupt while a server is up, so Ctrl-C, a kill or an error never leaves one running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
+from sglang_sage_ext.cli.bench import client, servers, ui
+
+SAGE_BACKEND = "sage_attn"
+STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
+
+
+class BenchError(click.ClickException):
+    """A failure the user can act on: printed as one message, exit code 1, no traceback."""
+
+
+@dataclass
+class ServerOptions:
+    """How to get the two servers (common options of every HTTP subcommand)."""
+
+    output_dir: Path
+    model_path: str | None = None
+    sage_url: str | None = None
+    baseline_url: str | None = None
+    baseline: str = "triton"
+    server_args: list[str] = field(default_factory=list)
+    tp: int = 1
+    seed: int = 0
+    timeout_s: float = 900.0
+    sage_port: int | None = None
+    baseline_port: int | None = None
+    sage_stats_dir: str | None = None
+    disable_radix_cache: bool = True
+
+    def roles(self) -> list[tuple[str, str, str | None, int | None]]:
+        """(role, backend, attached url, port) for sage then baseline."""
+        return [
+            ("sage", SAGE_BACKEND, self.sage_url, self.sage_port),
+            ("baseline", self.baseline, self.baseline_url, self.baseline_port),
+        ]
+
+
+@dataclass
+class Endpoint:
+    """One server a workload talks to."""
+
+    role: str
+    backend: str
+    base_url: str
+    launched: bool
+    log_path: str | None = None
+    stats_dir: str | None = None
+    pgid: int | None = None
+    healthy_after_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    server: servers.Server | None = None
+
+    def describe(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "role": self.role,
+            "backend": self.backend,
+            "url": self.base_url,
+            "launched": self.launched,
+            "log": self.log_path,
+            "stats_dir": self.stats_dir,
+            "healthy_after_s": self.healthy_after_s,
+            "reported_backend": client.served_backend(info),
+            "version": info.get("version"),
+            "tp_size": info.get("tp_size"),
+            "max_total_num_tokens": info.get("max_total_num_tokens"),
+            "chunked_prefill_size": info.get("chunked_prefill_size"),
+            "disable_radix_cache": info.get("disable_radix_cache"),
+            "mem_fraction_static": info.get("mem_fraction_static"),
+        }
+
+    def check_alive(self) -> None:
+        """Raise BenchError with the log tail when a launched server has exited."""
+        srv = self.server
+        if srv is not None and srv.proc.poll() is not None:
+            raise BenchError(
+                f"the {self.backend} server exited with code {srv.proc.returncode} during the "
+                f"run (log: {self.log_path}).\n--- last 40 log lines ---\n{srv.log_tail()}"
+            )
+
+
+def parse_server_args(option_values: Sequence[str], trailing: Sequence[str]) -> list[str]:
+    """`--server-args "..."` (shlex-split, repeatable) plus arguments after `--`."""
+    args = [a for value in option_values for a in shlex.split(value)] + list(trailing)
+    for forbidden in ("--attention-backend", "--port", "--host", "--model-path"):
+        if any(a == forbidden or a.startswith(forbidden + "=") for a in args):
+            raise click.UsageError(
+                f"{forbidden} is set by `sglang-sage bench`; remove it from the server args"
+            )
+    return args
+
+
+def validate(opts: ServerOptions) -> None:
+    """Fail before anything starts: backend names, model path, ports, attach URLs."""
+    needs_launch = [r for r in opts.roles() if r[2] is None]
+    if needs_launch and not opts.model_path:
+        missing = " and ".join(f"--{role}-url" for role, *_ in needs_launch)
+        raise click.UsageError(f"give --model-path (to launch servers) or {missing}")
+    if opts.baseline == SAGE_BACKEND:
+        raise click.UsageError("--baseline must be another backend than sage_attn")
+    if needs_launch:
+        problem = servers.model_path_problem(str(opts.model_path))
+        if problem:
+            raise BenchError(problem)
+        choices = servers.backend_choices()
+        if choices is not None:
+            for _, backend, _, _ in needs_launch:
+                if backend not in choices:
+                    raise click.BadParameter(
+                        f"unknown attention backend {backend!r}; this SGLang accepts: "
+                        + ", ".join(choices),
+                        param_hint="--baseline" if backend != SAGE_BACKEND else None,
+                    )
+        for role, _, _, port in needs_launch:
+            if port is not None and servers.port_in_use(port):
+                raise BenchError(f"port {port} (--{role}-port) is already in use on 127.0.0.1")
+    for role, _, url, _ in opts.roles():
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint=f"--{role}-url")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a server is up, SIGTERM raises KeyboardInterrupt so `finally` stops it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(opts: ServerOptions, kind: str, role: str, backend: str, port: int | None) -> Endpoint:
+    out = opts.output_dir
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    stats_dir = out / f"stats_{role}_{backend}"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    for old in stats_dir.glob("sage_stats.*.json"):
+        old.unlink()
+    extra = ["--random-seed", str(opts.seed)]
+    if opts.tp > 1:
+        extra += ["--tp", str(opts.tp)]
+    if opts.disable_radix_cache:
+        extra.append("--disable-radix-cache")
+    extra += opts.server_args
+    log_path = out / "logs" / f"{kind}_{role}_{backend}.log"
+    srv = servers.start_server(
+        str(opts.model_path),
+        attention_backend=backend,
+        port=port,
+        extra_args=extra,
+        env={STATS_DIR_ENV: str(stats_dir)},
+        log_path=log_path,
+    )
+    endpoint = Endpoint(
+        role=role,
+        backend=backend,
+        base_url=srv.base_url,
+        launched=True,
+        log_path=str(log_path),
+        stats_dir=str(stats_dir),
+        pgid=srv.proc.pid,
+        server=srv,
+    )
+    try:
+        ui.info(f"[bold]{kind}[/]: starting the {backend} server (log: {log_path})")
+        endpoint.healthy_after_s = srv.wait_healthy(opts.timeout_s)
+    except RuntimeError as exc:
+        srv.stop()
+        raise BenchError(f"the {backend} server did not start: {exc}") from None
+    except BaseException:
+        srv.stop()
+        raise
+    return endpoint
+
+
+def _attach(opts: ServerOptions, role: str, backend: str, url: str) -> Endpoint:
+    url = url.rstrip("/")
+    try:
+        servers.wait_url_healthy(url, timeout=min(30.0, opts.timeout_s))
+    except servers.ServerError as exc:
+        raise BenchError(f"cannot attach to the {backend} server: {exc}") from None
+    stats_dir = opts.sage_stats_dir if role == "sage" else None
+    return Endpoint(role=role, backend=backend, base_url=url, launched=False, stats_dir=stats_dir)
+
+
+def _read_stats(endpoint: Endpoint) -> dict[str, Any] | None:
+    if not endpoint.stats_dir:
+        return None
+    return read_stats_dir(endpoint.stats_dir)
+
+
+def stats_delta(after: dict[str, Any] | None, before: dict[str, Any] | None) -> dict | None:
+    """Sage/fallback counts of the workload alone (warmup and startup subtracted)."""
+    if after is None:
+        return None
+    before = before or {}
+
+    def diff(key: str) -> dict[str, int]:
+        new, old = after.get(key, {}), before.get(key, {})
+        delta = {k: new.get(k, 0) - old.get(k, 0) for k in sorted(set(new) | set(old))}
+        return {k: n for k, n in delta.items() if n}
+
+    fallback = diff("fallback_calls")
+    sage_calls = after["sage_calls"] - before.get("sage_calls", 0)
+    total = sage_calls + sum(fallback.values())
+    return {
+        "sage_calls": sage_calls,
+        "sage_tokens": after["sage_tokens"] - before.get("sage_tokens", 0),
+        "sage_kernels": diff("sage_kernels"),
+        "fallback_calls": fallback,
+        "sage_share": sage_calls / total if total else None,
+        "processes": len(after.get("pids", [])),
+    }
+
+
+Workload = Callable[[Endpoint], dict[str, Any]]
+
+
+def run_both(
+    opts: ServerOptions,
+    kind: str,
+    workload: Workload,
+    warmup: Callable[[Endpoint], None] | None = None,
+) -> dict[str, Any]:
+    """Run `workload` on the sage server, then on the baseline; collect results and stats."""
+    validate(opts)
+    results: dict[str, Any] = {}
+    described: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    for role, backend, url, port in opts.roles():
+        endpoint: Endpoint | None = None
+        with _sigterm_as_interrupt():
+            try:
+                if url is None:
+                    endpoint = _launch(opts, kind, role, backend, port)
+                else:
+                    endpoint = _attach(opts, role, backend, url)
+                endpoint.info = client.server_info(endpoint.base_url)
+                _check_reported_backend(endpoint)
+                if warmup is not None:
+                    warmup(endpoint)
+                before = _read_stats(endpoint)
+                try:
+                    results[role] = workload(endpoint)
+                except client.ClientError as exc:
+                    endpoint.check_alive()
+                    raise BenchError(f"{backend} server: {exc}") from None
+                if endpoint.stats_dir:
+                    time.sleep(STATS_SETTLE_S)
+                stats[role] = stats_delta(_read_stats(endpoint), before)
+                described[role] = endpoint.describe()
+            finally:
+                if endpoint is not None and endpoint.server is not None:
+                    endpoint.server.stop()
+    return {"results": results, "servers": described, "sage_stats": stats}
+
+
+def _check_reported_backend(endpoint: Endpoint) -> None:
+    reported = client.served_backend(endpoint.info)
+    if reported and reported != endpoint.backend:
+        msg = (
+            f"the server at {endpoint.base_url} reports attention backend {reported!r}, "
+            f"not {endpoint.backend!r}"
+        )
+        if endpoint.role == "sage":
+            raise BenchError(msg)
+        ui.info(f"[yellow]warning:[/] {msg}; results are labelled with {reported!r}")
+        endpoint.backend = reported
+
+
+def header(kind: str, opts: ServerOptions | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The part every result JSON shares: what ran, where, when, with which versions."""
+    from sglang_sage_ext import __version__
+    from sglang_sage_ext.package import installed_version
+
+    doc: dict[str, Any] = {
+        "kind": kind,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "sglang_sage_ext": __version__,
+        "sglang": installed_version("sglang"),
+        "config": config,
+    }
+    if opts is not None:
+        doc["config"] = {
+            "model_path": opts.model_path,
+            "baseline": opts.baseline,
+            "server_args": opts.server_args,
+            "tp": opts.tp,
+            "seed": opts.seed,
+            "disable_radix_cache": opts.disable_radix_cache,
+            **config,
+        }
+    return doc
+
+
+def write_result(output_dir: Path, kind: str, doc: dict[str, Any]) -> Path:
+    """Write `<output_dir>/<kind>.json` (what `bench report` reads)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{kind}.json"
+    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    return str(value)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

@@ -1,0 +1,263 @@
+"""`sglang-sage doctor`: can `sage_attn` work in this environment, and if not, what to do.
+
+Checks versions, the GPU, the bootstrap in this interpreter and in a `spawn` child (the way
+SGLang starts its schedulers), and every patch point's status. Exit codes: 0 everything
+works; 1 `sage_attn` is accepted but every extend batch will fall back to Triton (no CUDA,
+old GPU, no sageattention); 2 `sage_attn` cannot be used at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from sglang_sage_ext import __version__, _bootstrap
+from sglang_sage_ext.integration import compat, status
+from sglang_sage_ext.package import SGLANG_REQUIREMENT
+
+OK, DEGRADED, BROKEN = 0, 1, 2
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    value: str
+    level: int = OK
+    fix: str = ""
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, value: str, level: int = OK, fix: str = "") -> None:
+        self.checks.append(Check(name, value, level, fix))
+
+    @property
+    def exit_code(self) -> int:
+        return max((c.level for c in self.checks), default=OK)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "checks": [c.__dict__ for c in self.checks],
+        }
+
+
+def _registration_modules() -> list[str]:
+    modules = ["sglang.srt.server_args"]
+    if compat.features().has_attention_registry:
+        modules.append("sglang.srt.layers.attention.attention_registry")
+    else:
+        modules.append("sglang.srt.model_executor.model_runner")
+    return modules
+
+
+def probe_registration() -> dict[str, Any]:
+    """Import the modules SGLang's scheduler imports and see whether sage_attn is in place.
+
+    Runs in the doctor process and, unchanged, in a `spawn` child (see `probe_in_child`).
+    """
+    result: dict[str, Any] = {"bootstrap_before_import": dict(_bootstrap.state), "errors": []}
+    for name in _registration_modules():
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            result["errors"].append(f"import {name}: {type(exc).__name__}: {exc}")
+    result["bootstrap"] = _bootstrap.state["bootstrap"]
+    result["patches"] = status.snapshot()
+    server_args = sys.modules.get("sglang.srt.server_args")
+    choices = getattr(server_args, "ATTENTION_BACKEND_CHOICES", None)
+    result["in_choices"] = compat.BACKEND_NAME in choices if isinstance(choices, list) else None
+    registry = sys.modules.get("sglang.srt.layers.attention.attention_registry")
+    backends = getattr(registry, "ATTENTION_BACKENDS", None)
+    result["registered"] = compat.BACKEND_NAME in backends if backends is not None else None
+    return result
+
+
+def probe_in_child(timeout: float = 180.0) -> dict[str, Any]:
+    """`probe_registration` in a fresh interpreter started with the `spawn` method."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply_async(probe_registration).get(timeout)
+
+
+def _gpu(report: Report) -> None:
+    try:
+        import torch
+    except Exception as exc:
+        report.add("torch", f"not importable: {exc}", BROKEN, "install SGLang with its torch")
+        return
+    report.add("torch", torch.__version__)
+    try:
+        import triton
+
+        report.add("triton", triton.__version__)
+    except Exception as exc:
+        report.add("triton", f"not importable: {exc}", BROKEN, "pip install triton")
+    if not torch.cuda.is_available():
+        report.add(
+            "GPU",
+            "no CUDA device visible",
+            DEGRADED,
+            "run on an NVIDIA GPU (sm80+); on CPU sage_attn falls back to the Triton kernel",
+        )
+        return
+    name = torch.cuda.get_device_name()
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 0):
+        report.add(
+            "GPU",
+            f"{name} (sm{major}{minor})",
+            DEGRADED,
+            "SageAttention needs compute capability 8.0+ (A100, L40, H100, RTX 30xx/40xx)",
+        )
+    else:
+        report.add("GPU", f"{name} (sm{major}{minor})")
+
+
+def _sageattention(report: Report) -> None:
+    from sglang_sage_ext.kernels.sage_ops import sageattention_problem
+
+    version = compat.installed_version("sageattention")
+    problem = sageattention_problem()
+    if problem:
+        report.add("sageattention", version or "missing", DEGRADED, problem)
+    else:
+        report.add("sageattention", str(version))
+
+
+def _extend_route(report: Report) -> None:
+    from sglang_sage_ext.backend import fallback
+    from sglang_sage_ext.kernels import sage_ops as kernels
+
+    problem = kernels.paged_kernel_problem()
+    mode = fallback.paged_kernel_mode()
+    text = kernels.extend_route_summary(mode, problem, kernels.paged_pv_mode())
+    if problem and mode != "off":
+        report.add("extend under sage_attn", text, DEGRADED, problem)
+    else:
+        report.add("extend under sage_attn", text)
+
+
+def _decode(report: Report) -> None:
+    from sglang_sage_ext.integration.native import best_decode_backend
+
+    name, why = best_decode_backend()
+    shown = "sage_attn's own Triton decode" if name == "triton" else name
+    report.add("decode under sage_attn", f"{shown} ({why})")
+
+
+def _patch_lines(report: Report, where: str, probe: dict[str, Any], native_plugins: bool) -> None:
+    for point, text in probe["patches"].items():
+        level, fix = OK, ""
+        if text == "not triggered":
+            if point == "plugin":
+                text = (
+                    "not triggered (SGLang loads entry-point plugins only in its launcher and "
+                    "schedulers)"
+                    if native_plugins
+                    else "not needed: this SGLang release has no entry-point plugins"
+                )
+            elif point in ("arg_choices", "decode_default", "model_runner", "registry"):
+                text = "not triggered (module not imported or absent in this release)"
+        elif not status.is_ok(text):
+            level, fix = BROKEN, "report this with `sglang-sage doctor --json` output"
+        report.add(f"patch {point} [{where}]", text, level, fix)
+    for error in probe["errors"]:
+        report.add(
+            f"import [{where}]", error, BROKEN, "fix the SGLang installation (see the error)"
+        )
+    usable = probe["in_choices"] is not False and (
+        probe["registered"] is not False and not probe["errors"]
+    )
+    report.add(
+        f"sage_attn registered [{where}]",
+        "yes" if usable else "no",
+        OK if usable else BROKEN,
+        "" if usable else "reinstall sglang-sage-ext; check SGLANG_SAGE_EXT_DISABLE",
+    )
+
+
+def run(*, spawn_child: bool = True) -> Report:
+    """Collect every check (imports SGLang; may take a few seconds)."""
+    report = Report()
+    report.add("sglang-sage-ext", __version__)
+    report.add("python", sys.version.split()[0])
+    if _bootstrap.disabled():
+        report.add(
+            "bootstrap",
+            f"disabled by {_bootstrap.DISABLE_ENV}",
+            BROKEN,
+            f"unset {_bootstrap.DISABLE_ENV} to use sage_attn",
+        )
+        return report
+    version = compat.installed_version("sglang")
+    if version is None:
+        report.add("sglang", "not installed", BROKEN, f"pip install '{SGLANG_REQUIREMENT}'")
+        return report
+    features = compat.features()
+    if features.in_supported_range:
+        report.add("sglang", f"{version} (supported: {SGLANG_REQUIREMENT})")
+    else:
+        report.add(
+            "sglang",
+            f"{version} is outside the tested range {SGLANG_REQUIREMENT}",
+            DEGRADED,
+            "sage_attn will still try; install a supported SGLang if it misbehaves",
+        )
+    report.add(
+        "sglang features",
+        f"registry={features.has_attention_registry} plugins={features.has_native_plugins} "
+        f"kernel={features.extend_kernel_module} kv_write={features.kv_write_api!r} "
+        f"graph_hooks={features.graph_hooks}",
+    )
+    _gpu(report)
+    _sageattention(report)
+    _extend_route(report)
+    _decode(report)
+    probe = probe_registration()
+    report.add("bootstrap [this process]", probe["bootstrap"])
+    _patch_lines(report, "this process", probe, features.has_native_plugins)
+    if spawn_child:
+        try:
+            child = probe_in_child()
+        except Exception as exc:
+            report.add("spawn child", f"failed: {exc}", BROKEN, "see the error")
+        else:
+            report.add("bootstrap [spawn child]", child["bootstrap"])
+            if not child["bootstrap"].startswith("hooks installed"):
+                report.checks[-1].level = BROKEN
+                report.checks[-1].fix = (
+                    "the .pth bootstrap did not run in a spawned interpreter: reinstall "
+                    "sglang-sage-ext with pip (not `python -S`, not an editable install)"
+                )
+            _patch_lines(report, "spawn child", child, features.has_native_plugins)
+    forced = os.environ.get("SGLANG_SAGE_FORCE_FALLBACK")
+    if forced:
+        report.add("SGLANG_SAGE_FORCE_FALLBACK", forced, DEGRADED, "unset it to use the Sage path")
+    return report
+
+
+def format_report(report: Report) -> str:
+    """Human-readable lines, one check a line, fixes indented below."""
+    marks = {OK: "ok  ", DEGRADED: "WARN", BROKEN: "FAIL"}
+    width = max(len(c.name) for c in report.checks)
+    lines = []
+    for check in report.checks:
+        lines.append(f"[{marks[check.level]}] {check.name:<{width}}  {check.value}")
+        if check.fix:
+            lines.append(f"       {'':<{width}}  fix: {check.fix}")
+    verdict = {
+        OK: "sage_attn is ready: launch with --attention-backend sage_attn",
+        DEGRADED: "sage_attn is accepted, but extend batches will run on the exact Triton kernel",
+        BROKEN: "sage_attn cannot be used here; see the FAIL lines",
+    }[report.exit_code]
+    lines.append(f"=> {verdict} (exit {report.exit_code})")
+    return "\n".join(lines)

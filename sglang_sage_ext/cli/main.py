@@ -1,0 +1,38 @@
+"""The `sglang-sage` command line."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sglang_sage_ext import __version__
+from sglang_sage_ext.cli.bench.cli import bench_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sglang-sage")
+def main() -> None:
+    """SageAttention's 8-bit attention for SGLang: diagnostics and benchmarks."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-spawn", is_flag=True, help="Skip the check in a freshly spawned interpreter.")
+def doctor(as_json: bool, no_spawn: bool) -> None:
+    """Check that `--attention-backend sage_attn` works here, and say how to fix what does not.
+
+    Exit code 0: ready; 1: accepted, but Sage cannot run (no CUDA, old GPU, no
+    sageattention), so every batch uses the exact Triton kernel; 2: sage_attn is unusable.
+    """
+    from sglang_sage_ext.cli import doctor as doctor_module
+
+    report = doctor_module.run(spawn_child=not no_spawn)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(doctor_module.format_report(report))
+    raise SystemExit(report.exit_code)
+
+
+main.add_command(bench_group)

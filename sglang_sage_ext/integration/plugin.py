@@ -1,0 +1,26 @@
+"""Entry point of SGLang's native plugin group `sglang.srt.plugins` (SGLang >= 0.5.11).
+
+SGLang calls `register()` in the launcher and in every scheduler process. It installs the same
+post-import hooks as the `.pth` bootstrap, so it is a no-op where the bootstrap already ran and
+a safety net where it could not (`python -S`, installers that skip root `.pth` files).
+"""
+
+from __future__ import annotations
+
+from sglang_sage_ext.integration import status
+
+
+def register() -> None:
+    """Install the hooks (idempotent, never raises)."""
+    from sglang_sage_ext import _bootstrap
+
+    if _bootstrap.disabled():
+        status.record("plugin", f"not needed: disabled by {_bootstrap.DISABLE_ENV}")
+        return
+    try:
+        from sglang_sage_ext.integration import hooks
+
+        fresh = hooks.install()
+        status.record("plugin", "applied: hooks installed" if fresh else "already applied")
+    except Exception as exc:
+        status.record("plugin", f"failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,141 @@
+"""The two Sage extend kernel calls, on SGLang's extend-kernel arguments.
+
+* `sage_extend`: SageAttention 1.0.6 `sageattn_varlen` (Zhang et al., "SageAttention: Accurate
+  8-Bit Attention for Plug-and-play Inference Acceleration", ICLR 2025, arXiv:2410.02367):
+  INT8 Q/K per block after smoothing K, FP16 PV. Prefix-free batches only (top-left mask).
+* `sage_extend_paged`: the project's Triton kernel (`sage_extend_kernel`), same method with a
+  bottom-right mask over the paged prefix: any batch, including radix hits, chunked prefill and
+  MIXED batches (the default for every Sage batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from sglang_sage_ext.package import SAGEATTENTION_MIN, installed_version, parse_version
+
+
+@functools.lru_cache(maxsize=1)
+def sageattention_problem() -> str | None:
+    """None when a usable sageattention is importable, else what is wrong and how to fix it."""
+    version = installed_version("sageattention")
+    if version is None:
+        return "sageattention is not installed; fix: pip install 'sageattention>=1.0.6'"
+    if parse_version(version) < SAGEATTENTION_MIN:
+        return f"sageattention {version} is too old; fix: pip install -U 'sageattention>=1.0.6'"
+    try:
+        from sageattention import sageattn_varlen  # noqa: F401
+    except Exception as exc:
+        return f"sageattention {version} does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def sage_extend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    sm_scale: float | None,
+    num_tokens: int,
+) -> None:
+    """Causal attention of `num_tokens` packed new tokens (no prefix) into `o[:num_tokens]`.
+
+    q: [T, Hq, D], k/v: [T, Hkv, D], o: [T, Hq, D] (T >= num_tokens; rows past num_tokens are
+    padding SGLang may add for piecewise CUDA graphs). cu_seqlens: [bs + 1] int32 starts of
+    each request, equal for queries and keys because there is no prefix.
+    """
+    from sageattention import sageattn_varlen
+
+    k_new = k[:num_tokens]
+    # Smoothing out of place: sageattention 1.0.6 subtracts the mean from K *in place*, and K
+    # may alias SGLang's tensors. Any per-head vector subtracted from every key leaves the
+    # softmax unchanged; the mean over the batch is what sageattn_varlen itself uses.
+    k_smoothed = k_new - k_new.mean(dim=0, keepdim=True)
+    out = sageattn_varlen(
+        q[:num_tokens],
+        k_smoothed,
+        v[:num_tokens],
+        cu_seqlens,
+        cu_seqlens,
+        max_seqlen,
+        max_seqlen,
+        is_causal=True,
+        sm_scale=sm_scale,
+        smooth_k=False,
+    )
+    o[:num_tokens].copy_(out)
+
+
+PAGED_PV_ENV = "SGLANG_SAGE_EXTEND_PV"
+#: FP16 P·V by default: 7e-3..9e-3 median rel-L2 vs float64 (sageattn 1.0.6: 1.15e-2) for 4-5 %
+#: less speed than FP8 P·V on an H100 (3.0e-2..3.8e-2; bench/results/kernel_notes.md).
+DEFAULT_PAGED_PV = "fp16"
+
+
+@functools.lru_cache(maxsize=1)
+def paged_kernel_problem() -> str | None:
+    """None when the paged Sage kernel can be built here, else why not and how to fix it."""
+    try:
+        import sglang_sage_ext.kernels.paged_sage  # noqa: F401  (needs triton tensor descriptors)
+    except Exception as exc:
+        return (
+            f"the paged Sage kernel does not import ({type(exc).__name__}: {exc}); "
+            "fix: a Triton with triton.tools.tensor_descriptor (3.4+)"
+        )
+    return None
+
+
+def paged_pv_mode() -> str:
+    """P·V precision of the paged kernel: SGLANG_SAGE_EXTEND_PV = fp16 (default) | fp8 | auto."""
+    mode = os.environ.get(PAGED_PV_ENV, DEFAULT_PAGED_PV).strip().lower()
+    return mode if mode in ("fp16", "fp8", "auto") else DEFAULT_PAGED_PV
+
+
+def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> str:
+    """Which kernel takes which Sage extend batches, in words (startup log and `doctor`)."""
+    paged = f"the paged Sage kernel (P·V {pv_mode})"
+    if mode == "off" or paged_problem:
+        why = paged_problem or "SGLANG_SAGE_PAGED_EXTEND=off"
+        return f"prefix-free on sageattn_varlen, cached prefixes on Triton ({why})"
+    if mode == "all":
+        return f"all on {paged}"
+    return f"prefix-free on sageattn_varlen, cached prefixes and head_dim 96 on {paged}"
+
+
+def sage_extend_paged(
+    params: Mapping[str, Any],
+    pv_mode: str,
+    plan: Any = None,
+    workspace: Any = None,
+) -> None:
+    """Sage attention of an extend batch (cached prefixes or not), from SGLang's kernel arguments.
+
+    `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
+    qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
+    `plan` / `workspace`: the forward batch's `paged_plan.ExtendPlan` and the reused buffers.
+    """
+    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
+
+    sage_extend_attention(
+        params["q_extend"],
+        params["k_extend"],
+        params["v_extend"],
+        params["o_extend"],
+        params["k_buffer"],
+        params["v_buffer"],
+        params["qo_indptr"],
+        params["kv_indptr"],
+        params["kv_indices"],
+        int(params["max_len_extend"]),
+        params.get("sm_scale"),
+        pv_mode=pv_mode,
+        plan=plan,
+        workspace=workspace,
+    )

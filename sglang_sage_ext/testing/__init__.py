@@ -1,1 +1,0 @@
-"""Test helpers for CPU-only CI (import-time shims, a tiny local model); not used at runtime."""
