@@ -69,7 +69,16 @@ COMMON_ARGS = [
 ]
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "triton": (["--attention-backend", "triton"], {}),
-    "sage": (["--attention-backend", "sage_attn"], {}),
+    # the Sage path on every eligible batch (the tiny prompts are below the cost model's
+    # crossover, where sage_attn would rightly run them on the native backend)
+    "sage": (["--attention-backend", "sage_attn"], {"SGLANG_SAGE_COST_MODEL": "off"}),
+    # forced fallback with the default native backend: must equal the flashinfer server exactly
+    "sage_native_exact": (
+        ["--attention-backend", "sage_attn"],
+        {"SGLANG_SAGE_FORCE_FALLBACK": "1"},
+    ),
+    # the default launch: the cost model routes each batch (Sage only where it pays)
+    "sage_auto": (["--attention-backend", "sage_attn"], {}),
     # forced fallback + sage_attn's own Triton decode: must equal the triton server exactly
     "sage_forced": (
         ["--attention-backend", "sage_attn"],
@@ -79,7 +88,7 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "flashinfer": (["--attention-backend", "flashinfer"], {}),
     "sage_prefill": (
         ["--prefill-attention-backend", "sage_attn", "--decode-attention-backend", "triton"],
-        {"SGLANG_SAGE_PAGED_EXTEND": "prefix"},
+        {"SGLANG_SAGE_PAGED_EXTEND": "prefix", "SGLANG_SAGE_COST_MODEL": "off"},
     ),
 }
 REFERENCE = "triton"
@@ -356,6 +365,10 @@ def compute_metrics(suite: Suite) -> None:
     for case_name, resps in suite.responses.get("sage", {}).items():
         if case_name in native:
             suite.vs_native[case_name] = compare(native[case_name], resps)
+    for name in ("sage_native_exact", "sage_auto"):
+        for case_name, resps in suite.responses.get(name, {}).items():
+            if case_name in native:
+                suite.vs_native[f"{name}:{case_name}"] = compare(native[case_name], resps)
 
 
 # ---------------------------------------------------------------- report
@@ -507,12 +520,10 @@ def test_server_started_and_served_every_case(suite, name):
         assert m["output_lens"] == [case.max_new_tokens], (case_name, m["output_lens"])
 
 
-def test_forced_fallback_is_identical_to_triton(suite):
-    _server(suite, "sage_forced")
-    _server(suite, REFERENCE)
+def _exactness_problems(metrics: dict) -> list[str]:
     problems = []
     for case_name in EXACT_CASES:
-        m = suite.metrics["sage_forced"].get(case_name)
+        m = metrics.get(case_name)
         if m is None:
             problems.append(f"case {case_name}: no responses")
             continue
@@ -525,12 +536,34 @@ def test_forced_fallback_is_identical_to_triton(suite):
             )
     # Case d: 32 concurrent requests are batched by arrival, which differs run to run, so
     # only the Sage thresholds apply there (the measured diff is in the report).
-    d = suite.metrics["sage_forced"].get("d")
+    d = metrics.get("d")
     if d is not None and (
         d["top1_agree"] is None or d["top1_agree"] < TOP1_MIN or d["kl_mean"] > KL_MEAN_MAX
     ):
         problems.append(f"case d: {d}")
+    return problems
+
+
+def test_forced_fallback_is_identical_to_triton(suite):
+    """sage_attn's own Triton decode + forced fallback == the triton backend."""
+    _server(suite, "sage_forced")
+    _server(suite, REFERENCE)
+    problems = _exactness_problems(suite.metrics["sage_forced"])
     assert not problems, "forced fallback differs from triton:\n" + "\n".join(problems)
+
+
+def test_forced_fallback_is_identical_to_the_native_backend(suite):
+    """Issue #10: with SGLANG_SAGE_FORCE_FALLBACK=1, sage_attn computes exactly what the
+    native backend it picked (flashinfer on the bundle) computes: extend and decode."""
+    _server(suite, "sage_native_exact")
+    _server(suite, NATIVE_DECODE)
+    metrics = {
+        key.split(":", 1)[1]: m
+        for key, m in suite.vs_native.items()
+        if key.startswith("sage_native_exact:")
+    }
+    problems = _exactness_problems(metrics)
+    assert not problems, "forced fallback differs from flashinfer:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", SAGE_SERVERS)
@@ -559,6 +592,16 @@ def test_sage_decodes_on_the_best_native_backend(suite, case_name):
     assert m["top1_agree"] is not None and m["top1_agree"] >= TOP1_MIN, m
     assert m["top1_agree_nontied"] is None or m["top1_agree_nontied"] >= TOP1_NONTIED_MIN, m
     assert m["kl_mean"] <= KL_MEAN_MAX, m
+
+
+def test_cost_model_routes_short_batches_to_the_native_backend(suite):
+    """The default launch: the tiny prompts (<= 12K tokens in chunks of 4096) are below the
+    measured crossover, so their extend batches run on flashinfer with reason cost_model."""
+    _server(suite, "sage_auto")
+    total = suite.stats["sage_auto"]["total"]
+    assert total["fallback_calls"].get("cost_model", 0) > 0, total
+    a = suite.vs_native.get("sage_auto:a")
+    assert a is not None and a["kl_mean"] <= KL_MEAN_MAX, a
 
 
 def test_stats_prove_which_path_ran(suite):
