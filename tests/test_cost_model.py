@@ -23,7 +23,7 @@ def test_batch_features_count_every_visible_key(reqs):
     pairs, mean_kv = batch_features([n for n, _ in reqs], [p for _, p in reqs])
     assert pairs == _pairs_reference(reqs)
     weights = [_pairs_reference([r]) for r in reqs]
-    expected = sum(w * (n + p) for w, (n, p) in zip(weights, reqs)) / sum(weights)
+    expected = sum(w * (n + p) for w, (n, p) in zip(weights, reqs, strict=True)) / sum(weights)
     assert mean_kv == pytest.approx(expected)
 
 

@@ -15,7 +15,7 @@ from sglang_sage_ext.kernels.paged_plan import KEY_BLOCK, Workspace, plan_extend
 @pytest.mark.parametrize("block_m", [64, 128])
 def test_plan_layout_and_tile_map(extend, prefix, block_m):
     plan = plan_extend(extend, prefix, "cpu")
-    blocks = [-(-(n + p) // KEY_BLOCK) for n, p in zip(extend, prefix)]
+    blocks = [-(-(n + p) // KEY_BLOCK) for n, p in zip(extend, prefix, strict=True)]
     expected_indptr = [sum(blocks[:i]) for i in range(len(blocks) + 1)]
     assert plan.blk_indptr.tolist() == expected_indptr
     assert plan.n_blk == expected_indptr[-1] + 2  # two zero blocks past the last request
