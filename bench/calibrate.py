@@ -179,6 +179,7 @@ def measure(shapes, old_module) -> list[dict]:
         flops = 4.0 * HQ * D * pairs_of(reqs)
         row = {"shape": name, "requests": len(reqs), "reqs": reqs, "pairs": pairs_of(reqs)}
         row["mean_kv"] = sum((n * p + n * (n + 1) / 2) * (n + p) for n, p in reqs) / row["pairs"]
+        row["prefix_fraction"] = sum(n * p for n, p in reqs) / row["pairs"]
         kernels = {"sage": (sage_fn, b), "native": (native_fn, b)}
         if old_module is not None:
             kernels["before"] = (lambda bb: old_fn(bb, old_module), b)
@@ -193,27 +194,47 @@ def measure(shapes, old_module) -> list[dict]:
         if row.get("sage_ms") and row.get("native_ms"):
             row["speedup"] = row["native_ms"] / row["sage_ms"]
         log(json.dumps({k: v for k, v in row.items() if k != "reqs"}))
+        rows.append(row)
         del b
         torch.cuda.empty_cache()
     return rows
 
 
+def _selected(pts: list[dict], kv_t: float, pair_t: float, frac_t: float) -> list[dict]:
+    return [
+        r
+        for r in pts
+        if r["mean_kv"] >= kv_t and r["pairs"] >= pair_t and r["prefix_fraction"] >= frac_t
+    ]
+
+
 def derive(rows: list[dict], margin: float) -> dict:
-    """Smallest thresholds with every measured batch at/above both at speedup >= margin."""
+    """Thresholds that send the most measured batches to Sage with none below `margin`.
+
+    Ties go to the largest thresholds (the most conservative table that selects the same
+    points), so an unmeasured shape between two measured ones stays on the native backend.
+    """
     pts = [r for r in rows if r.get("speedup") is not None]
     best = None
     for kv_t in sorted({0.0} | {r["mean_kv"] for r in pts}):
         for pair_t in sorted({0.0} | {r["pairs"] for r in pts}):
-            chosen = [r for r in pts if r["mean_kv"] >= kv_t and r["pairs"] >= pair_t]
-            if not chosen or any(r["speedup"] < margin for r in chosen):
-                continue
-            key = (len(chosen), -kv_t, -pair_t)
-            if best is None or key > best[0]:
-                best = (key, kv_t, pair_t, [r["shape"] for r in chosen])
+            for frac_t in sorted({0.0} | {r["prefix_fraction"] for r in pts}):
+                chosen = _selected(pts, kv_t, pair_t, frac_t)
+                if not chosen or any(r["speedup"] < margin for r in chosen):
+                    continue
+                key = (len(chosen), kv_t, pair_t, frac_t)
+                if best is None or key > best[0]:
+                    best = (key, [r["shape"] for r in chosen])
     if best is None:
         return {"enabled": False, "sage_shapes": []}
-    return {"enabled": True, "min_kv_len": math.ceil(best[1]),
-            "min_pairs": math.ceil(best[2]), "sage_shapes": best[3]}  # fmt: skip
+    (_, kv_t, pair_t, frac_t), shapes = best
+    return {
+        "enabled": True,
+        "min_kv_len": math.ceil(kv_t),
+        "min_pairs": math.ceil(pair_t),
+        "min_prefix_fraction": math.floor(frac_t * 1000) / 1000,
+        "sage_shapes": shapes,
+    }
 
 
 def render(rows: list[dict], table: dict, gpu: str) -> str:
@@ -232,14 +253,40 @@ def render(rows: list[dict], table: dict, gpu: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rederive(log_path: Path, out: Path, margin: float) -> int:
+    """The table from a device run's printed rows (no GPU needed): one JSON row per line."""
+    names = dict(SHAPES)
+    rows = []
+    for line in log_path.read_text().splitlines():
+        if line.startswith('{"shape"'):
+            row = json.loads(line)
+            reqs = names[row["shape"]]
+            row["prefix_fraction"] = sum(n * p for n, p in reqs) / row["pairs"]
+            rows.append(row)
+    gpu = next((ln.split(" (", 1)[1].split(";")[0] for ln in log_path.read_text().splitlines()
+                if ln.startswith("# Sage kernel vs native prefill")), "unknown GPU")  # fmt: skip
+    table = derive(rows, margin)
+    table["source"] = (
+        f"bench/calibrate.py on {gpu} (rows of {log_path.name}): Sage kernel vs SGLang's "
+        f"flashinfer prefill, {len(rows)} batch shapes, margin {margin}"
+    )
+    (out / "sm90-flashinfer.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "calibration.md").write_text(render(rows, table, gpu))
+    print(render(rows, table, gpu))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--old-kernel", type=Path, default=None)
     ap.add_argument("--margin", type=float, default=1.02)
     ap.add_argument("--quick", action="store_true", help="a few shapes (dry runs)")
+    ap.add_argument("--from-log", type=Path, help="re-derive from the JSON rows of a calibrate log")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_log:
+        return rederive(args.from_log, args.out, args.margin)
     old = None
     if args.old_kernel and args.old_kernel.is_file():
         spec = importlib.util.spec_from_file_location("old_paged_sage", args.old_kernel)

@@ -20,18 +20,19 @@ def _pairs_reference(reqs):
     [[(1, 0)], [(7, 0)], [(5, 11)], [(3, 0), (4, 9), (1, 100)], [(128, 0)] * 3],
 )
 def test_batch_features_count_every_visible_key(reqs):
-    pairs, mean_kv = batch_features([n for n, _ in reqs], [p for _, p in reqs])
+    pairs, mean_kv, prefix_fraction = batch_features([n for n, _ in reqs], [p for _, p in reqs])
     assert pairs == _pairs_reference(reqs)
+    assert prefix_fraction == pytest.approx(sum(n * p for n, p in reqs) / pairs)
     weights = [_pairs_reference([r]) for r in reqs]
     expected = sum(w * (n + p) for w, (n, p) in zip(weights, reqs, strict=True)) / sum(weights)
     assert mean_kv == pytest.approx(expected)
 
 
 def test_empty_batch_has_no_work():
-    assert batch_features([], []) == (0, 0.0)
+    assert batch_features([], []) == (0, 0.0, 0.0)
 
 
-TABLE = CostTable("test", min_kv_len=8192, min_pairs=8192 * 8192 // 2)
+TABLE = CostTable("test", min_kv_len=8192, min_pairs=8192 * 8192 // 2, min_prefix_fraction=0.5)
 
 
 @pytest.mark.parametrize(
@@ -39,8 +40,9 @@ TABLE = CostTable("test", min_kv_len=8192, min_pairs=8192 * 8192 // 2)
     [
         ([1024], [0], False),  # short prompt: fixed costs dominate
         ([512] * 64, [0] * 64, False),  # many small requests: much work, short tiles
-        ([16384], [0], True),  # long prompt
+        ([16384], [0], False),  # long prompt without prefix: the native prefill is faster
         ([8192], [24576], True),  # a chunk over a long cached prefix
+        ([2048], [8192], False),  # a short chunk: too little work
         ([600] * 16, [6000] * 16, False),  # radix hits: long keys, too little work
         ([1], [200000], False),  # one decode-like token over a huge prefix: too little work
     ],

@@ -7,9 +7,13 @@ both known on the host before the forward runs:
 
 * `pairs`: query-key pairs per head, sum over requests of n * (p + (n + 1) / 2) for n new
   tokens over a p-token prefix (attention FLOPs / (4 * heads * head_dim));
-* `mean_kv`: the pairs-weighted mean key length p + n, i.e. how long the kernel's tiles run.
+* `mean_kv`: the pairs-weighted mean key length p + n, i.e. how long the kernel's tiles run;
+* `prefix_fraction`: the share of pairs that are new queries against a cached prefix
+  (sum of n * p over pairs). Measured on an H200, flashinfer's prefix-free prefill (ragged,
+  FA3-class on sm90) beats the Triton Sage kernel at every length, while its prefix path
+  (paged FA2 kernel + merge) loses to Sage by up to 1.28x on long chunks over long prefixes.
 
-Sage runs when both reach the table's thresholds. The thresholds are measured by
+Sage runs when all three reach the table's thresholds. The thresholds are measured by
 `bench/calibrate.py` (Sage kernel against the native prefill kernel SGLang would run, on the
 same GPU, over a sweep of batch shapes) and stored as JSON per (architecture, native backend)
 under `cost_tables/`; the smallest thresholds with no measured point below 1.02x speedup win.
@@ -39,13 +43,15 @@ class CostTable:
     min_pairs: int
     enabled: bool = True
     source: str = ""
+    min_prefix_fraction: float = 0.0
 
     def describe(self) -> str:
         if not self.enabled:
             return f"{self.name}: Sage never pays here ({self.source})"
         return (
-            f"{self.name}: Sage when mean key length >= {self.min_kv_len} and "
-            f">= {self.min_pairs:.3g} query-key pairs per head ({self.source})"
+            f"{self.name}: Sage when mean key length >= {self.min_kv_len}, "
+            f">= {self.min_pairs:.3g} query-key pairs per head and >= "
+            f"{self.min_prefix_fraction:.2f} of them against a cached prefix ({self.source})"
         )
 
 
@@ -65,8 +71,12 @@ def sage_pays(table: CostTable, extend_lens: Sequence[int], prefix_lens: Sequenc
     """True when the table says the Sage kernel beats the native one on this batch."""
     if not table.enabled:
         return False
-    pairs, mean_kv = batch_features(extend_lens, prefix_lens)
-    return pairs >= table.min_pairs and mean_kv >= table.min_kv_len
+    pairs, mean_kv, prefix_fraction = batch_features(extend_lens, prefix_lens)
+    return (
+        pairs >= table.min_pairs
+        and mean_kv >= table.min_kv_len
+        and prefix_fraction >= table.min_prefix_fraction
+    )
 
 
 def table_from_json(data: dict, name: str) -> CostTable:
@@ -77,6 +87,7 @@ def table_from_json(data: dict, name: str) -> CostTable:
         min_pairs=int(data.get("min_pairs", DEFAULT_MIN_PAIRS)),
         enabled=bool(data.get("enabled", True)),
         source=str(data.get("source", "")),
+        min_prefix_fraction=float(data.get("min_prefix_fraction", 0.0)),
     )
 
 
