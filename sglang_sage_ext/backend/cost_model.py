@@ -55,16 +55,22 @@ class CostTable:
         )
 
 
-def batch_features(extend_lens: Sequence[int], prefix_lens: Sequence[int]) -> tuple[int, float]:
-    """(pairs per head, pairs-weighted mean key length) of one extend batch."""
+def batch_features(
+    extend_lens: Sequence[int], prefix_lens: Sequence[int]
+) -> tuple[int, float, float]:
+    """(pairs per head, pairs-weighted mean key length, prefix fraction) of one extend batch."""
     pairs = 0
+    prefix_pairs = 0
     weighted = 0.0
-    for n, p in zip(extend_lens, prefix_lens, strict=False):
+    for n, p in zip(extend_lens, prefix_lens, strict=True):
         n, p = int(n), int(p)
         req_pairs = n * p + n * (n + 1) // 2
         pairs += req_pairs
+        prefix_pairs += n * p
         weighted += req_pairs * (p + n)
-    return pairs, (weighted / pairs if pairs else 0.0)
+    if not pairs:
+        return 0, 0.0, 0.0
+    return pairs, weighted / pairs, prefix_pairs / pairs
 
 
 def sage_pays(table: CostTable, extend_lens: Sequence[int], prefix_lens: Sequence[int]) -> bool:
