@@ -43,10 +43,12 @@ workloads() {  # workloads TAG PORT
   echo "rc=$?"; grep -E "Median E2E|Output token throughput|Successful" "$OUT/logs/${tag}_shared_prefix.out"
 }
 
+if [ "${SKIP_NATIVE:-0}" != 1 ]; then
 step "server: $NATIVE"
 launch native 30100 -- "${COMMON[@]}" --attention-backend "$NATIVE"
 wait_healthy 30100 240 && { grep -iE "graph|attention backend" "$OUT/logs/native.log" | head -6; workloads native 30100; }
 stop_all
+fi
 step "server: sage_attn"
 mkdir -p "$OUT/stats_sage"
 launch sage 30101 SGLANG_SAGE_STATS_DIR="$OUT/stats_sage" -- "${COMMON[@]}" --attention-backend sage_attn

@@ -200,12 +200,16 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         return _BatchRoute(forward_batch, "sage", plan=plan)
 
     def _current_route(self, forward_batch: Any) -> _BatchRoute:
+        """The route `init_forward_metadata` chose for the batch this layer call belongs to.
+
+        Not matched by object identity: SGLang's breakable prefill CUDA graphs (0.5.17+) call
+        `init_forward_metadata` with the real batch and attention with the graph's static one.
+        Forward modes this backend never routes (verify, draft, decode) always take Triton's
+        path, whose metadata SGLang's graph runners build through Triton's own hooks.
+        """
         route = self._batch
-        if route is None or route.forward_batch is not forward_batch:
-            # metadata came through another entry point (e.g. a graph runner calling Triton's
-            # hooks directly): Triton's metadata is what exists, so judge per layer as Triton
-            route = _BatchRoute(forward_batch, "triton")
-            self._batch = route
+        if forward_batch.forward_mode.name not in fallback.SAGE_FORWARD_MODES or route is None:
+            return _BatchRoute(forward_batch, "triton")
         return route
 
     # -- per layer call ----------------------------------------------------------------------
