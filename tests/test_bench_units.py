@@ -180,7 +180,7 @@ def test_server_args_parsing():
         "2",
     ]
     with pytest.raises(click.UsageError, match="unbalanced quote"):
-        runner.parse_server_args(["--json-model-override-args '{\"a\": 1}"], [])
+        runner.parse_server_args(['--json-model-override-args \'{"a": 1}'], [])
 
 
 @pytest.mark.parametrize(
