@@ -69,7 +69,11 @@ def test_launched_server_dies_with_bench(tmp_path, sig):
         start_new_session=True,
     )
     try:
-        assert _wait(pidfile.exists, 300), "bench never launched the server"
+        _wait(lambda: pidfile.exists() or bench.poll() is not None, 300)
+        if not pidfile.exists():
+            bench.kill()
+            out = bench.communicate(timeout=60)[0].decode(errors="replace")
+            pytest.fail(f"bench never launched the server (rc {bench.returncode}):\n{out}")
         server_pid = int(pidfile.read_text())
         assert not _gone(server_pid)
         os.kill(bench.pid, sig)
