@@ -163,8 +163,13 @@ def test_fail_if_parsing():
         thresholds.parse_fail_if(["kl_mean"], ["kl_mean"])
     with pytest.raises(click.UsageError, match="not a number"):
         thresholds.parse_fail_if(["kl_mean=x"], ["kl_mean"])
-    rows = thresholds.check({"kl_mean": 0.02, "kl_max": None}, {"kl_mean": 0.01, "kl_max": 1})
-    assert [r["failed"] for r in rows] == [True, False]
+    rows = thresholds.check(
+        {"kl_mean": 0.02, "kl_max": None, "kl_mean2": 0.001},
+        {"kl_mean": 0.01, "kl_max": 1, "kl_mean2": 0.01},
+    )
+    # a gate without a value fails: nothing was shown to be within the limit
+    assert [r["failed"] for r in rows] == [True, True, False]
+    assert rows[1]["reason"] == "kl_max: no value (nothing was measured)"
 
 
 def test_server_args_parsing():
@@ -174,8 +179,8 @@ def test_server_args_parsing():
         "--tp",
         "2",
     ]
-    with pytest.raises(click.UsageError, match="--attention-backend is set by"):
-        runner.parse_server_args(["--attention-backend=fa3"], [])
+    with pytest.raises(click.UsageError, match="unbalanced quote"):
+        runner.parse_server_args(['--json-model-override-args \'{"a": 1}'], [])
 
 
 @pytest.mark.parametrize(

@@ -33,10 +33,24 @@ def post_json(base_url: str, path: str, payload: Mapping[str, Any], timeout: flo
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")[:1000]
-        raise ClientError(f"POST {base_url}{path} -> HTTP {exc.code}: {body}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ClientError(f"POST {base_url}{path} failed: {exc}") from exc
+        raise ClientError(f"POST {path} -> HTTP {exc.code}: {_body(exc)}") from exc
+    except ValueError as exc:
+        raise ClientError(f"POST {path}: the reply is not JSON ({exc})") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ClientError(f"POST {path} failed: {getattr(exc, 'reason', exc)}") from exc
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` with whitespace runs collapsed, cut to `limit` characters (error messages)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _body(exc: urllib.error.HTTPError) -> str:
+    try:
+        return one_line(exc.read().decode(errors="replace")) or "(empty body)"
+    except OSError:
+        return "(no body)"
 
 
 def get_json(base_url: str, path: str, timeout: float = 10.0) -> Any:
@@ -111,17 +125,36 @@ def generate(
         if top_logprobs_num:
             payload["top_logprobs_num"] = top_logprobs_num
     reply = post_json(base_url, "/generate", payload, timeout)
-    if not isinstance(reply, dict) or "meta_info" not in reply:
-        raise ClientError(f"/generate reply without meta_info: {str(reply)[:500]}")
+    if isinstance(reply, list) and len(reply) == 1:
+        reply = reply[0]  # a batch of one
+    if not isinstance(reply, dict):
+        raise ClientError(
+            f"/generate replied with a JSON {type(reply).__name__}, not an object: "
+            f"{one_line(json.dumps(reply), 200)}"
+        )
+    if not isinstance(reply.get("meta_info"), dict):
+        raise ClientError(f"/generate reply without meta_info: {one_line(json.dumps(reply), 200)}")
     return reply
+
+
+def meta_list(reply: Mapping[str, Any], key: str, hint: str = "") -> list[Any]:
+    """`reply["meta_info"][key]` as a list; ClientError naming the key when absent or wrong."""
+    value = reply["meta_info"].get(key)
+    if not isinstance(value, list):
+        got = "missing" if value is None else f"a {type(value).__name__}"
+        raise ClientError(f"/generate reply: meta_info.{key} is {got}, expected a list{hint}")
+    return value
 
 
 def output_ids(reply: Mapping[str, Any]) -> list[int]:
     """Generated token ids: `output_ids`, or the ids in `output_token_logprobs` (0.4.x)."""
-    if "output_ids" in reply:
-        return [int(t) for t in reply["output_ids"]]
-    entries = (reply.get("meta_info") or {}).get("output_token_logprobs") or []
-    return [int(e[1]) for e in entries]
+    try:
+        if "output_ids" in reply:
+            return [int(t) for t in reply["output_ids"]]
+        entries = (reply.get("meta_info") or {}).get("output_token_logprobs") or []
+        return [int(e[1]) for e in entries]
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ClientError(f"/generate reply: malformed output ids ({exc})") from None
 
 
 @dataclass
@@ -177,6 +210,9 @@ def stream_generate(
                 if data == b"[DONE]":
                     continue
                 chunk = json.loads(data)
+                if not isinstance(chunk, dict):
+                    shown = one_line(data.decode(errors="replace"), 100)
+                    raise ClientError(f"stream chunk is not a JSON object: {shown}")
                 if chunk.get("error"):
                     raise ClientError(str(chunk["error"]))
                 n = int((chunk.get("meta_info") or {}).get("completion_tokens", last_len))
@@ -195,6 +231,15 @@ def stream_generate(
         result.success = last_len > 0
         if not result.success:
             result.error = "stream ended without tokens"
-    except (urllib.error.URLError, OSError, ValueError, ClientError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+    except urllib.error.HTTPError as exc:
+        result.error = f"HTTP {exc.code}: {_body(exc)}"
+    except (
+        urllib.error.URLError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ClientError,
+    ) as exc:
+        result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"
     return result

@@ -61,11 +61,14 @@ def query(
         logprob_start_len=start,
         top_logprobs_num=top_k,
     )
-    meta = reply["meta_info"]
-    in_tops = [_top(e) for e in meta.get("input_top_logprobs") or []]
-    out_tops = [_top(e) for e in meta.get("output_top_logprobs") or []]
-    in_lps = [_lp(e) for e in meta.get("input_token_logprobs") or []]
-    out_lps = [_lp(e) for e in meta.get("output_token_logprobs") or []]
+    hint = " (does this server support return_logprob and top_logprobs_num?)"
+    try:
+        in_tops = [_top(e) for e in client.meta_list(reply, "input_top_logprobs", hint)]
+        out_tops = [_top(e) for e in client.meta_list(reply, "output_top_logprobs", hint)]
+        in_lps = [_lp(e) for e in client.meta_list(reply, "input_token_logprobs", hint)]
+        out_lps = [_lp(e) for e in client.meta_list(reply, "output_token_logprobs", hint)]
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise client.ClientError(f"/generate reply: malformed logprob entries ({exc})") from None
     return Sample(
         context_length=len(ids),
         tops=in_tops + out_tops,

@@ -66,19 +66,39 @@ def builtin_dir(name: str) -> Path:
 
 
 def _read_csv(path: Path, subject: str) -> list[Question]:
-    rows: list[Question] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row:
-                continue
-            if len(row) != 6 or row[5].strip() not in CHOICES:
-                raise DatasetError(
-                    f"{path}:{lineno}: expected 6 columns question,A,B,C,D,answer with the "
-                    f"answer in A-D, got {len(row)} columns"
-                    + (f" and answer {row[-1]!r}" if row else "")
-                )
-            rows.append(Question(subject, row[0], (row[1], row[2], row[3], row[4]), row[5].strip()))
-    return rows
+    """Questions of one MMLU CSV; DatasetError (file and line) for anything unreadable."""
+    out: list[Question] = []
+    reader: Any = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                if row:
+                    out.append(_question(path, subject, reader.line_num, row))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save the CSV as UTF-8"
+        ) from None
+    except csv.Error as exc:
+        line = reader.line_num if reader is not None else 0
+        raise DatasetError(
+            f"{path}:{line}: not a readable CSV ({exc}); MMLU rows are short "
+            "question,A,B,C,D,answer lines: is this the right file?"
+        ) from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path} ({exc.strerror or exc})") from None
+    return out
+
+
+def _question(path: Path, subject: str, lineno: int, row: list[str]) -> Question:
+    if len(row) != 6 or row[5].strip() not in CHOICES:
+        raise DatasetError(
+            f"{path}:{lineno}: expected 6 columns question,A,B,C,D,answer with the "
+            f"answer in A-D, got {len(row)} columns"
+            + (f" and answer {row[-1][:20]!r}" if row else "")
+        )
+    return Question(subject, row[0], (row[1], row[2], row[3], row[4]), row[5].strip())
 
 
 def _unknown_subjects(unknown: Sequence[str], found: Sequence[str]) -> str:
@@ -257,9 +277,13 @@ def run(
 
     def one(prompt: str) -> str:
         reply = client.generate(base_url, text=prompt, max_new_tokens=1, ignore_eos=False)
+        text = reply.get("text")
+        if not isinstance(text, str):
+            got = "missing" if text is None else f"a {type(text).__name__}"
+            raise client.ClientError(f"/generate reply: text is {got}, expected a string")
         if advance is not None:
             advance()
-        return str(reply.get("text", ""))
+        return text
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(one, prompts))

@@ -28,9 +28,14 @@ def load_text(text_file: str | None, hf_dataset: str | None) -> tuple[str, str]:
     if text_file:
         path = Path(text_file).expanduser()
         try:
-            return path.read_text(encoding="utf-8", errors="replace"), str(path)
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise TextError(
+                f"--text-file {text_file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                f"at offset {exc.start}); convert it to UTF-8"
+            ) from None
         except OSError as exc:
-            raise TextError(f"cannot read --text-file {text_file}: {exc}") from None
+            raise TextError(f"cannot read --text-file {text_file}: {exc.strerror or exc}") from None
     if not hf_dataset:
         raise TextError("give --text-file FILE or --hf-dataset wikitext:wikitext-2-raw-v1:test")
     name, _, rest = hf_dataset.partition(":")
@@ -78,7 +83,12 @@ def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str
         raise client.ClientError(f"{where}: expected {want} prompt logprobs, got {len(tail)}")
     values: list[float] = []
     for offset, (entry, token) in enumerate(zip(tail, expected, strict=True)):
-        got = int(entry[1]) if entry and entry[1] is not None else None
+        if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+            raise client.ClientError(
+                f"{where}: malformed prompt logprob entry {str(entry)[:80]!r} "
+                "(expected [logprob, token_id, text])"
+            )
+        got = int(entry[1]) if entry[1] is not None else None
         if got != int(token) and got != 0:
             raise client.ClientError(
                 f"{where}: prompt token {offset} from the end is {got}, expected {token}: "
@@ -89,7 +99,10 @@ def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str
                 f"{where}: the server returned no logprob (null: -inf or NaN) for token {token} "
                 f"at offset {offset}"
             )
-        values.append(float(entry[0]))
+        try:
+            values.append(float(entry[0]))
+        except (TypeError, ValueError):
+            raise client.ClientError(f"{where}: logprob {entry[0]!r} is not a number") from None
     return values
 
 
@@ -115,7 +128,9 @@ def score_windows(
             return_logprob=True,
             logprob_start_len=max(start - 1, 0),
         )
-        entries = reply["meta_info"].get("input_token_logprobs") or []
+        entries = client.meta_list(
+            reply, "input_token_logprobs", " (does this server support return_logprob?)"
+        )
         scored = aligned_logprobs(entries, ids[first:end], f"window {begin}:{end}")
         lps.extend(scored)
         if advance is not None:

@@ -2,29 +2,25 @@
 
 Launched servers start one at a time (never two models in GPU memory at once), each with
 `SGLANG_SAGE_STATS_DIR=<out>/stats_<role>_<backend>` so the run records how many extend
-batches really ran on Sage, and are stopped in `finally`, with SIGTERM turned into
-KeyboardInterrupt while a server is up, so Ctrl-C, a kill or an error never leaves one running.
+batches really ran on Sage, and are stopped in `finally`; stop signals become an exception
+while a run is in progress (see lifecycle), so Ctrl-C, SIGTERM, SIGHUP or an error never
+leaves one running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import os
-import shlex
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
+from sglang_sage_ext.cli.bench import client, lifecycle, preflight, server_args, servers, ui
 from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
-from sglang_sage_ext.cli.bench import client, servers, ui
 
 SAGE_BACKEND = "sage_attn"
 STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
@@ -74,6 +70,7 @@ class Endpoint:
     healthy_after_s: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
     server: servers.Server | None = None
+    cpu: bool = False
 
     def describe(self) -> dict[str, Any]:
         info = self.info
@@ -82,6 +79,7 @@ class Endpoint:
             "backend": self.backend,
             "url": self.base_url,
             "launched": self.launched,
+            "cpu": self.cpu,
             "log": self.log_path,
             "stats_dir": self.stats_dir,
             "healthy_after_s": self.healthy_after_s,
@@ -105,60 +103,48 @@ class Endpoint:
 
 
 def parse_server_args(option_values: Sequence[str], trailing: Sequence[str]) -> list[str]:
-    """`--server-args "..."` (shlex-split, repeatable) plus arguments after `--`."""
-    args = [a for value in option_values for a in shlex.split(value)] + list(trailing)
-    for forbidden in ("--attention-backend", "--port", "--host", "--model-path"):
-        if any(a == forbidden or a.startswith(forbidden + "=") for a in args):
-            raise click.UsageError(
-                f"{forbidden} is set by `sglang-sage bench`; remove it from the server args"
-            )
-    return args
+    """`--server-args "..."` (shlex-split, repeatable) plus arguments after `--`.
+
+    Only split here (UsageError for an unbalanced quote); `validate` vets them with SGLang's
+    own parser when servers are launched.
+    """
+    return server_args.split(option_values, trailing)
 
 
 def validate(opts: ServerOptions) -> None:
-    """Fail before anything starts: backend names, model path, ports, attach URLs."""
+    """Fail before anything starts: backend names, model path, ports, attach URLs, args."""
+    for role, _, url, _ in opts.roles():
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint=f"--{role}-url")
     needs_launch = [r for r in opts.roles() if r[2] is None]
     if needs_launch and not opts.model_path:
         missing = " and ".join(f"--{role}-url" for role, *_ in needs_launch)
         raise click.UsageError(f"give --model-path (to launch servers) or {missing}")
     if opts.baseline == SAGE_BACKEND:
         raise click.UsageError("--baseline must be another backend than sage_attn")
-    if needs_launch:
-        problem = servers.model_path_problem(str(opts.model_path))
-        if problem:
-            raise BenchError(problem)
-        choices = servers.backend_choices()
-        if choices is not None:
-            for _, backend, _, _ in needs_launch:
-                if backend not in choices:
-                    raise click.BadParameter(
-                        f"unknown attention backend {backend!r}; this SGLang accepts: "
-                        + ", ".join(choices),
-                        param_hint="--baseline" if backend != SAGE_BACKEND else None,
-                    )
-        for role, _, _, port in needs_launch:
-            if port is not None and servers.port_in_use(port):
-                raise BenchError(f"port {port} (--{role}-port) is already in use on 127.0.0.1")
-    for role, _, url, _ in opts.roles():
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint=f"--{role}-url")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While a server is up, SIGTERM raises KeyboardInterrupt so `finally` stops it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if not needs_launch:
+        if opts.server_args:
+            ui.info("[yellow]warning:[/] --server-args are ignored: both servers are attached")
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    preflight.require_sglang_for_launch()
+    note = server_args.vet(opts.server_args)
+    if note:
+        ui.info(f"[yellow]note:[/] {note}")
+    problem = servers.model_path_problem(str(opts.model_path))
+    if problem:
+        raise BenchError(problem)
+    choices = servers.backend_choices()
+    if choices is not None:
+        for _, backend, _, _ in needs_launch:
+            if backend not in choices:
+                raise click.BadParameter(
+                    f"unknown attention backend {backend!r}; this SGLang accepts: "
+                    + ", ".join(choices),
+                    param_hint="--baseline" if backend != SAGE_BACKEND else None,
+                )
+    for role, _, _, port in needs_launch:
+        if port is not None and servers.port_in_use(port):
+            raise BenchError(f"port {port} (--{role}-port) is already in use on 127.0.0.1")
 
 
 def _launch(opts: ServerOptions, kind: str, role: str, backend: str, port: int | None) -> Endpoint:
@@ -192,6 +178,7 @@ def _launch(opts: ServerOptions, kind: str, role: str, backend: str, port: int |
         stats_dir=str(stats_dir),
         pgid=srv.proc.pid,
         server=srv,
+        cpu=srv.cpu,
     )
     try:
         ui.info(f"[bold]{kind}[/]: starting the {backend} server (log: {log_path})")
@@ -246,40 +233,63 @@ def stats_delta(after: dict[str, Any] | None, before: dict[str, Any] | None) -> 
 
 
 Workload = Callable[[Endpoint], dict[str, Any]]
+Warmup = Callable[[Endpoint], None]
+
+
+def _open(
+    opts: ServerOptions, kind: str, role: str, backend: str, url: str | None, port: int | None
+) -> Endpoint:
+    if url is None:
+        return _launch(opts, kind, role, backend, port)
+    return _attach(opts, role, backend, url)
+
+
+def _measure(
+    endpoint: Endpoint, workload: Workload, warmup: Warmup | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Warmup, then the workload between two stats reads; every failed reply -> BenchError."""
+    phase = "talking to"
+    try:
+        endpoint.info = client.server_info(endpoint.base_url)
+        _check_reported_backend(endpoint)
+        if warmup is not None:
+            phase = "warming up"
+            warmup(endpoint)
+        before = _read_stats(endpoint)
+        phase = "running the workload on"
+        result = workload(endpoint)
+    except client.ClientError as exc:
+        endpoint.check_alive()
+        where = f" (log: {endpoint.log_path})" if endpoint.log_path else ""
+        raise BenchError(
+            f"while {phase} the {endpoint.backend} server at {endpoint.base_url}: {exc}; "
+            f"check that it is a working SGLang server{where}"
+        ) from None
+    if endpoint.stats_dir:
+        time.sleep(STATS_SETTLE_S)
+    return result, stats_delta(_read_stats(endpoint), before)
 
 
 def run_both(
     opts: ServerOptions,
     kind: str,
     workload: Workload,
-    warmup: Callable[[Endpoint], None] | None = None,
+    warmup: Warmup | None = None,
 ) -> dict[str, Any]:
-    """Run `workload` on the sage server, then on the baseline; collect results and stats."""
+    """Run `workload` on the sage server, then on the baseline; collect results and stats.
+
+    Stop signals raise while this runs, and `finally` stops the server (see lifecycle).
+    """
     validate(opts)
     results: dict[str, Any] = {}
     described: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for role, backend, url, port in opts.roles():
-        endpoint: Endpoint | None = None
-        with _sigterm_as_interrupt():
+    with lifecycle.stop_signals_raise():
+        for role, backend, url, port in opts.roles():
+            endpoint: Endpoint | None = None
             try:
-                if url is None:
-                    endpoint = _launch(opts, kind, role, backend, port)
-                else:
-                    endpoint = _attach(opts, role, backend, url)
-                endpoint.info = client.server_info(endpoint.base_url)
-                _check_reported_backend(endpoint)
-                if warmup is not None:
-                    warmup(endpoint)
-                before = _read_stats(endpoint)
-                try:
-                    results[role] = workload(endpoint)
-                except client.ClientError as exc:
-                    endpoint.check_alive()
-                    raise BenchError(f"{backend} server: {exc}") from None
-                if endpoint.stats_dir:
-                    time.sleep(STATS_SETTLE_S)
-                stats[role] = stats_delta(_read_stats(endpoint), before)
+                endpoint = _open(opts, kind, role, backend, url, port)
+                results[role], stats[role] = _measure(endpoint, workload, warmup)
                 described[role] = endpoint.describe()
             finally:
                 if endpoint is not None and endpoint.server is not None:
@@ -303,7 +313,7 @@ def _check_reported_backend(endpoint: Endpoint) -> None:
 def header(kind: str, opts: ServerOptions | None, config: dict[str, Any]) -> dict[str, Any]:
     """The part every result JSON shares: what ran, where, when, with which versions."""
     from sglang_sage_ext import __version__
-    from sglang_sage_ext.package import installed_version
+    from sglang_sage_ext.integration.compat import installed_version
 
     doc: dict[str, Any] = {
         "kind": kind,
@@ -326,10 +336,15 @@ def header(kind: str, opts: ServerOptions | None, config: dict[str, Any]) -> dic
 
 
 def write_result(output_dir: Path, kind: str, doc: dict[str, Any]) -> Path:
-    """Write `<output_dir>/<kind>.json` (what `bench report` reads)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Write `<output_dir>/<kind>.json` (what `bench report` reads); BenchError on failure."""
     path = output_dir / f"{kind}.json"
-    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write {path} ({exc.strerror or exc}); free space or fix -o"
+        ) from None
     return path
 
 
@@ -342,4 +357,5 @@ def _json_default(value: Any) -> Any:
 
 
 def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+    """True when the variable is set to anything but '' or '0'."""
+    return preflight.env_flag(name)

@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sglang_sage_ext.cli.bench import lifecycle
+
 #: Server flags for a CPU run of a tiny model (KV cache capped: it is host RAM here).
 CPU_ARGS: tuple[str, ...] = (
     "--device",
@@ -120,6 +122,7 @@ class Server:
     started: float
     healthy_after_s: float | None = None
     cmd: list[str] = field(default_factory=list)
+    cpu: bool = False  # launched with the CPU recipe (Triton interpreter)
 
     @property
     def base_url(self) -> str:
@@ -166,6 +169,8 @@ class Server:
                     break
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        if not _group_alive(self.proc.pid):
+            lifecycle.unregister(self.proc.pid)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -178,20 +183,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def start_server(
+def launch_command(
     model_path: str | os.PathLike[str],
-    *,
-    attention_backend: str = "triton",
-    port: int | None = None,
+    attention_backend: str,
+    port: int,
+    cpu: bool,
     extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    cpu: bool | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-) -> Server:
-    """Launch the server (does not wait). `cpu=None` means: CPU recipe when torch has no CUDA."""
-    cpu = (not cuda_available()) if cpu is None else cpu
-    port = port or free_port()
-    cmd = [
+) -> list[str]:
+    """The `python -m sglang.launch_server` command line (bound to 127.0.0.1)."""
+    return [
         sys.executable,
         "-m",
         "sglang.launch_server",
@@ -206,6 +206,26 @@ def start_server(
         *(cpu_args() if cpu else ()),
         *extra_args,
     ]
+
+
+def start_server(
+    model_path: str | os.PathLike[str],
+    *,
+    attention_backend: str = "triton",
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cpu: bool | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+) -> Server:
+    """Launch the server (does not wait). `cpu=None` means: CPU recipe when torch has no CUDA.
+
+    The server gets its own session (stop() kills the whole tree), is registered with
+    `lifecycle` (stop signals reach it) and, on Linux, dies with this process (PDEATHSIG).
+    """
+    cpu = (not cuda_available()) if cpu is None else cpu
+    port = port or free_port()
+    cmd = launch_command(model_path, attention_backend, port, cpu, extra_args)
     full_env = dict(os.environ)
     if cpu:
         full_env.update(CPU_ENV)
@@ -223,8 +243,10 @@ def start_server(
             stderr=subprocess.STDOUT,
             env=full_env,
             start_new_session=True,  # own process group: stop() kills the whole tree
+            preexec_fn=lifecycle.die_with_parent(),
         )
-    return Server(proc=proc, port=port, log_path=log, started=time.monotonic(), cmd=cmd)
+    lifecycle.register(proc.pid)
+    return Server(proc=proc, port=port, log_path=log, started=time.monotonic(), cmd=cmd, cpu=cpu)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """`--fail-if NAME=LIMIT` gates: exit code 3 when a measured value exceeds its limit.
 
-Every gate is "larger is worse", so one comparison rule covers all of them.
+Every gate is "larger is worse", so one comparison rule covers all of them; a gate without
+a value (None, NaN: nothing measured) fails too, with the reason.
 """
 
 from __future__ import annotations
@@ -50,11 +51,34 @@ def parse_fail_if(values: Iterable[str], allowed: Iterable[str]) -> dict[str, fl
     return limits
 
 
-def check(values: Mapping[str, float | None], limits: Mapping[str, float]) -> list[dict]:
-    """One dict per gate with its value, limit and whether it failed (None never fails)."""
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def check(
+    values: Mapping[str, float | None], limits: Mapping[str, float], missing: str = ""
+) -> list[dict]:
+    """One dict per gate: value, limit, failed and the reason when it failed.
+
+    A gate whose value is missing, None or NaN FAILS: nothing was measured, so nothing was
+    shown to be within the limit. `missing` says why values can be missing (e.g. "0 questions
+    answered") and goes into the reason.
+    """
     rows = []
     for name, limit in limits.items():
-        value = values.get(name)
-        failed = value is not None and not math.isnan(value) and value > limit
-        rows.append({"gate": name, "value": value, "limit": limit, "failed": failed})
+        value = _number(values.get(name))
+        if value is None:
+            why = missing or "nothing was measured"
+            reason = f"{name}: no value ({why})"
+            rows.append(
+                {"gate": name, "value": None, "limit": limit, "failed": True, "reason": reason}
+            )
+            continue
+        failed = value > limit
+        reason = f"{name}={value:.4g} > {limit}" if failed else None
+        rows.append(
+            {"gate": name, "value": value, "limit": limit, "failed": failed, "reason": reason}
+        )
     return rows

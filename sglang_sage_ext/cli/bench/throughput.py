@@ -164,6 +164,8 @@ def run_point(
     errors = sorted({r.error for r in results if not r.success})
     if errors:
         out["errors"] = errors[:5]
+        if not out["completed"]:
+            raise client.ClientError(f"every request of grid point {point.key} failed: {errors[0]}")
     return out
 
 

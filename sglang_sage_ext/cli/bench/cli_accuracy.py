@@ -1,0 +1,171 @@
+"""`bench logits` and `bench perplexity`: how close sage_attn's distributions stay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sglang_sage_ext.cli.bench import cli_common as common
+from sglang_sage_ext.cli.bench import runner, thresholds, ui
+from sglang_sage_ext.cli.bench.runner import BenchError, Endpoint
+
+
+@click.command()
+@click.option(
+    "--context-lengths", default="128,2048,16384", show_default=True, callback=common.int_list
+)
+@click.option("--prompts-per-length", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--top-k", type=click.IntRange(1, 20), default=5, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--score-last",
+    type=click.IntRange(min=0),
+    default=1024,
+    show_default=True,
+    help="Compare the last N prompt positions of each prompt (0: all; full-vocabulary "
+    "logits of every position cost memory on the server).",
+)
+@common.server_options
+@common.output_options
+@common.guarded()
+def logits(**kw: Any) -> None:
+    """Top-k logprobs per position: KL, top-1 agreement, |Δ logprob|, greedy divergence."""
+    from sglang_sage_ext.cli.bench import client, prompts
+    from sglang_sage_ext.cli.bench import logits as lg
+
+    limits = thresholds.parse_fail_if(kw["fail_if"], lg.GATES)
+    opts = common.server_opts(kw)
+    samples: dict[str, list[lg.Sample]] = {}
+    prompt_sets: dict[str, list] = {}
+    score_last = kw["score_last"] or None
+
+    def workload(ep: Endpoint) -> dict[str, Any]:
+        if "p" not in prompt_sets:
+            vocab = prompts.vocab_size(opts.model_path, client.model_info(ep.base_url))
+            prompt_sets["p"] = lg.make_prompts(
+                kw["context_lengths"], kw["prompts_per_length"], vocab, opts.seed
+            )
+        batch = prompt_sets["p"]
+        out = []
+        with ui.progress() as bar:
+            advance = common.advance_bar(bar, f"logits {ep.backend}", len(batch))
+            for _, ids in batch:
+                out.append(
+                    lg.query(ep.base_url, ids, score_last, kw["top_k"], kw["max_new_tokens"])
+                )
+                advance()
+        samples[ep.role] = out
+        return {"requests": len(out), "positions": sum(len(s.tops) for s in out)}
+
+    run = runner.run_both(opts, "logits", workload)
+    comparison = lg.compare_samples(samples["sage"], samples["baseline"])
+    doc = runner.header(
+        "logits",
+        opts,
+        {
+            "context_lengths": kw["context_lengths"],
+            "prompts_per_length": kw["prompts_per_length"],
+            "top_k": kw["top_k"],
+            "max_new_tokens": kw["max_new_tokens"],
+            "score_last": score_last,
+            "reference": "baseline (KL(p_baseline || p_sage) over the baseline's top-k ids)",
+        },
+    )
+    doc.update(run)
+    doc["comparison"] = comparison
+    if not kw["as_json"]:
+        ui.table(
+            f"logits: sage_attn vs {opts.baseline} (reference)",
+            lg.TABLE_HEADER,
+            lg.comparison_rows(comparison),
+        )
+    common.finish(
+        doc, "logits", kw, lg.gates(comparison), limits, "no position had logprobs on both servers"
+    )
+
+
+@click.command()
+@click.option("--text-file", type=click.Path(dir_okay=False), help="Plain text to score.")
+@click.option("--hf-dataset", help="NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test.")
+@click.option("--tokenizer", help="Tokenizer dir (default: the model's).")
+@click.option("--context-length", type=click.IntRange(min=2), default=2048, show_default=True)
+@click.option("--stride", type=click.IntRange(min=1), help="Default: context length / 2.")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=65536, show_default=True)
+@common.server_options
+@common.output_options
+@common.guarded()
+def perplexity(**kw: Any) -> None:
+    """Token-level perplexity over sliding windows, both backends, delta in %."""
+    from sglang_sage_ext.cli.bench import client, metrics
+    from sglang_sage_ext.cli.bench import perplexity as pp
+
+    limits = thresholds.parse_fail_if(kw["fail_if"], pp.GATES)
+    opts = common.server_opts(kw)
+    if not kw["text_file"] and not kw["hf_dataset"]:
+        raise click.UsageError("give --text-file FILE or --hf-dataset NAME[:CONFIG[:SPLIT]]")
+    stride = kw["stride"] or max(1, kw["context_length"] // 2)
+    if stride > kw["context_length"]:
+        raise click.BadParameter("must be <= --context-length", param_hint="--stride")
+    try:
+        text, source = pp.load_text(kw["text_file"], kw["hf_dataset"])
+    except pp.TextError as exc:
+        raise BenchError(str(exc)) from None
+    state: dict[str, Any] = {}
+    lps: dict[str, list[float]] = {}
+
+    def workload(ep: Endpoint) -> dict[str, Any]:
+        if "ids" not in state:
+            tokenizer = kw["tokenizer"] or opts.model_path
+            if not tokenizer:
+                info = client.model_info(ep.base_url)
+                tokenizer = info.get("tokenizer_path") or info.get("model_path")
+            try:
+                ids, bos = pp.tokenize(text, str(tokenizer))
+            except pp.TextError as exc:
+                raise BenchError(str(exc)) from None
+            ids = ids[: kw["max_tokens"]]
+            if len(ids) < 2:
+                raise BenchError(f"{source}: fewer than 2 tokens to score")
+            state.update(ids=ids, bos=bos, tokenizer=str(tokenizer))
+            state["windows"] = metrics.sliding_windows(len(ids), kw["context_length"], stride)
+        windows = state["windows"]
+        with ui.progress() as bar:
+            advance = common.advance_bar(bar, f"perplexity {ep.backend}", len(windows))
+            lps[ep.role] = pp.score_windows(
+                ep.base_url, state["ids"], windows, state["bos"], advance
+            )
+        return pp.summarize(lps[ep.role])
+
+    run = runner.run_both(opts, "perplexity", workload)
+    comparison = pp.compare(lps["sage"], lps["baseline"])
+    doc = runner.header(
+        "perplexity",
+        opts,
+        {
+            "source": source,
+            "tokenizer": state.get("tokenizer"),
+            "tokens": len(state.get("ids", [])),
+            "context_length": kw["context_length"],
+            "stride": stride,
+            "windows": len(state.get("windows", [])),
+            "bos_prepended": state.get("bos") is not None,
+        },
+    )
+    doc.update(run)
+    doc["comparison"] = comparison
+    if not kw["as_json"]:
+        s, b = run["results"]["sage"], run["results"]["baseline"]
+        rel = metrics.relative_change(s["perplexity"], b["perplexity"])
+        ui.table(
+            f"perplexity ({s['tokens']} tokens, window {kw['context_length']}, stride {stride})",
+            ["metric", "sage_attn", opts.baseline, "change"],
+            [
+                ["perplexity", s["perplexity"], b["perplexity"], ui.pct(rel)],
+                ["mean NLL", s["nll_mean"], b["nll_mean"], ""],
+                ["mean |Δ logprob|", comparison["mean_abs_logprob_diff"], "", ""],
+                ["max |Δ logprob|", comparison["max_abs_logprob_diff"], "", ""],
+            ],
+        )
+    gate = {"ppl_increase_pct": comparison["ppl_increase_pct"]}
+    common.finish(doc, "perplexity", kw, gate, limits, "no token scored on both servers")
