@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
-from sglang_sage_ext.cli.bench import client, lifecycle, preflight, server_args, servers, ui
 from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
+from sglang_sage_ext.cli.bench import client, lifecycle, preflight, server_args, servers, ui
 
 SAGE_BACKEND = "sage_attn"
 STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
