@@ -54,12 +54,17 @@ mask, no sliding window, no logit cap.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+
+from sglang_sage_ext import env
+
+logger = logging.getLogger("sglang_sage_ext")
 
 #: Keys per INT8 K scale, and the alignment of each request in the packed buffers.
 KEY_BLOCK = 64
@@ -565,7 +570,7 @@ def sage_extend_attention(
         "PV_FP8": pv_fp8,
         "INTERPRET": _INTERPRET,
     }
-    if config is None and os.environ.get(AUTOTUNE_ENV) == "1" and dev.type == "cuda":
+    if config is None and dev.type == "cuda" and env.flag(AUTOTUNE_ENV, logger.warning):
         tuned = _autotuned()
 
         def grid(meta):
