@@ -14,6 +14,8 @@ import os
 import sys
 
 DISABLE_ENV = "SGLANG_SAGE_EXT_DISABLE"
+DEBUG_ENV = "SGLANG_SAGE_EXT_DEBUG"
+#: = env.TRUE_VALUES (env.py is not imported here: interpreter start; a test keeps them equal)
 _TRUE = ("1", "true", "yes", "on")
 
 #: What happened at interpreter start; `sglang-sage doctor` prints it.
@@ -69,7 +71,7 @@ def _install_hooks(trigger: str) -> None:
         state["bootstrap"] = f"hooks installed ({trigger})"
     except Exception as exc:  # never break the user's interpreter
         state["bootstrap"] = f"failed: {type(exc).__name__}: {exc}"
-        if os.environ.get("SGLANG_SAGE_EXT_DEBUG"):
+        if os.environ.get(DEBUG_ENV, "").strip().lower() in _TRUE:
             sys.stderr.write(f"[sglang-sage-ext] bootstrap failed: {exc!r}\n")
 
 

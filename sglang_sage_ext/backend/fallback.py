@@ -12,10 +12,13 @@ Nothing here imports SGLang; inputs are plain values.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sglang_sage_ext import env
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class HeadConfig:
     v_head_dim: int
 
 
+logger = logging.getLogger("sglang_sage_ext")
+
 FORCE_FALLBACK_ENV = "SGLANG_SAGE_FORCE_FALLBACK"
 PAGED_KERNEL_ENV = "SGLANG_SAGE_PAGED_EXTEND"
 CPU_INTERPRET_ENV = "SGLANG_SAGE_CPU_INTERPRET"
@@ -37,7 +42,7 @@ COST_MODEL_ENV = "SGLANG_SAGE_COST_MODEL"
 #: Below this many new tokens in a batch the native path is used: Sage's quantization
 #: pass costs more than it saves there, and a single token smoothed by its own mean
 #: quantizes to a zero scale (0/0 in sageattention 1.0.6's per-block int8 quantizer).
-DEFAULT_MIN_TOKENS = 16
+DEFAULT_MIN_TOKENS = 16  # = env.BY_NAME[MIN_TOKENS_ENV].default (a test keeps them equal)
 
 SAGE_HEAD_DIMS = (64, 128)  # sageattn_varlen 1.0.6 asserts head_dim in [64, 128]
 PAGED_HEAD_DIMS = (64, 96, 128)  # the paged kernel (sage_extend_kernel), D padded to 128
@@ -128,12 +133,15 @@ PROCESS_WIDE = frozenset(
 
 
 def forced_off() -> bool:
-    """The documented switch that sends every extend batch to the exact native path."""
-    return os.environ.get(FORCE_FALLBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """The documented switch that sends every extend batch to the exact native path.
+
+    Parsed by `env` (as `doctor` does), so `0`/`off` mean off and a typo is warned about once.
+    """
+    return env.flag(FORCE_FALLBACK_ENV, logger.warning)
 
 
 #: SGLANG_SAGE_PAGED_EXTEND values: which Sage batches the paged kernel takes.
-PAGED_MODES = ("all", "prefix", "off")
+PAGED_MODES = env.BY_NAME[PAGED_KERNEL_ENV].choices
 
 
 def paged_kernel_mode() -> str:
@@ -143,10 +151,7 @@ def paged_kernel_mode() -> str:
     sageattn_varlen. "prefix": only what sageattn_varlen cannot do (cached prefixes, head_dim
     96). "off" (or 0): prefix batches go back to Triton.
     """
-    mode = os.environ.get(PAGED_KERNEL_ENV, "all").strip().lower()
-    if mode in ("0", "false", "no"):
-        return "off"
-    return mode if mode in PAGED_MODES else "all"
+    return str(env.value(PAGED_KERNEL_ENV, logger.warning))
 
 
 def cpu_interpret_enabled() -> bool:
@@ -154,9 +159,7 @@ def cpu_interpret_enabled() -> bool:
     kernel under Triton's interpreter instead of falling back (slow; for CI and debugging, so
     that the whole Sage route through a real server is testable without a GPU).
     """
-    return (
-        os.environ.get(CPU_INTERPRET_ENV, "") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
-    )
+    return env.flag(CPU_INTERPRET_ENV, logger.warning) and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def paged_kernel_enabled() -> bool:
@@ -172,11 +175,8 @@ def needs_paged_kernel(prefix_lens: Iterable[int], head_dim: int, mode: str = "p
 
 
 def min_tokens() -> int:
-    """Smallest number of new tokens in a batch that Sage handles."""
-    try:
-        return max(1, int(os.environ.get(MIN_TOKENS_ENV, DEFAULT_MIN_TOKENS)))
-    except ValueError:
-        return DEFAULT_MIN_TOKENS
+    """Smallest number of new tokens in a batch that Sage handles (invalid: the default, warned)."""
+    return int(env.value(MIN_TOKENS_ENV, logger.warning))  # type: ignore[call-overload]
 
 
 def process_reason(
@@ -208,7 +208,7 @@ def process_reason(
 def cost_model_enabled() -> bool:
     """SGLANG_SAGE_COST_MODEL: "auto" (default) routes by the measured cost model; "off" sends
     every batch Sage can compute exactly to Sage (tests, and measuring Sage where it loses)."""
-    return os.environ.get(COST_MODEL_ENV, "auto").strip().lower() not in ("off", "0", "false")
+    return env.value(COST_MODEL_ENV, logger.warning) != "off"
 
 
 def batch_reason(

@@ -4,25 +4,36 @@ Counts are per attention call (one per layer per batch). Set SGLANG_SAGE_STATS_D
 every SGLang process write them to `<dir>/sage_stats.<pid>.json` (what `bench`, the tests and
 `doctor --stats-dir` read), since the backend lives in the scheduler subprocess. A daemon
 thread writes the file at most every 0.5 s while counts change, so the hot path only counts.
+
+The directory may be shared (e.g. /tmp), so files are written without following anything
+another user planted there: a temp file created exclusively (O_EXCL|O_NOFOLLOW, mode 0600)
+replaces the final name atomically (a symlink there is replaced, never followed), and
+`read_stats_dir` reads only regular files, opened without following symlinks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sglang_sage_ext import env
 from sglang_sage_ext.backend.fallback import EXPLAIN, PROCESS_WIDE, Reason
 
 logger = logging.getLogger("sglang_sage_ext")
 
 STATS_DIR_ENV = "SGLANG_SAGE_STATS_DIR"
 _WRITE_INTERVAL_S = 0.5
+#: Stats files are a few hundred bytes; anything much larger in the directory is not ours.
+_MAX_READ_BYTES = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class ExtendStats:
@@ -36,6 +47,7 @@ class ExtendStats:
         self._logged: set[Reason] = set()
         self._dirty = threading.Event()
         self._writer: threading.Thread | None = None
+        self._write_failed = False
 
     def record_sage(self, num_tokens: int, kernel: str) -> None:
         self.sage_calls += 1
@@ -88,9 +100,11 @@ class ExtendStats:
             time.sleep(_WRITE_INTERVAL_S)
 
     def flush(self) -> None:
-        """Write the stats file now (no-op unless SGLANG_SAGE_STATS_DIR is set)."""
-        directory = os.environ.get(STATS_DIR_ENV)
-        if not directory:
+        """Write the stats file now (no-op unless SGLANG_SAGE_STATS_DIR is a usable directory)."""
+        if not os.environ.get(STATS_DIR_ENV):
+            return
+        directory = env.value(STATS_DIR_ENV, logger.warning)  # invalid: one warning, no file
+        if directory is None:
             return
         try:
             text = json.dumps(self.snapshot())
@@ -98,19 +112,53 @@ class ExtendStats:
             self._dirty.set()
             return
         try:
-            path = Path(directory) / f"sage_stats.{os.getpid()}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            write_private(Path(str(directory)) / f"sage_stats.{os.getpid()}.json", text)
         except OSError as exc:  # statistics must never break serving
-            logger.debug("sage_attn: cannot write stats: %s", exc)
+            if not self._write_failed:
+                self._write_failed = True
+                logger.warning("sage_attn: cannot write stats into %s: %s", directory, exc)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically make `path` hold `text` (mode 0600) without following planted symlinks.
+
+    The temp file gets a random name and O_CREAT|O_EXCL|O_NOFOLLOW, so nothing that already
+    exists (a symlink included) is opened; os.replace then swaps the directory entry itself,
+    so a symlink at `path` is replaced, not followed.
+    """
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_regular(path: Path) -> str | None:
+    """The text of `path` if it is a regular file (not a symlink, FIFO, ...) of sane size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # ELOOP: a symlink
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_READ_BYTES:
+            return None
+        return handle.read(_MAX_READ_BYTES).decode("utf-8", errors="replace")
 
 
 STATS = ExtendStats()
 
+_KEYS = ("sage_kernels", "fallback_calls")
+
 
 def read_stats_dir(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Sum the stats files every process wrote into `directory`."""
+    """Sum the stats files every process wrote into `directory` (symlinks and junk skipped)."""
     total: dict[str, Any] = {
         "sage_calls": 0,
         "sage_tokens": 0,
@@ -120,13 +168,26 @@ def read_stats_dir(directory: str | os.PathLike[str]) -> dict[str, Any]:
     }
     for path in sorted(Path(directory).glob("sage_stats.*.json")):
         try:
-            data = json.loads(path.read_text())
+            text = _read_regular(path)
+            data = json.loads(text) if text is not None else None
         except (OSError, ValueError):
             continue
-        total["pids"].append(data.get("pid"))
-        total["sage_calls"] += data.get("sage_calls", 0)
-        total["sage_tokens"] += data.get("sage_tokens", 0)
-        for key in ("sage_kernels", "fallback_calls"):
-            for name, count in data.get(key, {}).items():
-                total[key][name] = total[key].get(name, 0) + count
+        if not isinstance(data, dict):
+            continue
+        try:
+            _add(total, data)
+        except (TypeError, ValueError, AttributeError):  # not a file this package wrote
+            continue
     return total
+
+
+def _add(total: dict[str, Any], data: dict[str, Any]) -> None:
+    """Add one process's counts to `total` (raises on a file of the wrong shape, unchanged)."""
+    calls, tokens = int(data.get("sage_calls", 0)), int(data.get("sage_tokens", 0))
+    per_key = {key: {str(k): int(v) for k, v in data.get(key, {}).items()} for key in _KEYS}
+    total["pids"].append(data.get("pid"))
+    total["sage_calls"] += calls
+    total["sage_tokens"] += tokens
+    for key, counts in per_key.items():
+        for name, count in counts.items():
+            total[key][name] = total[key].get(name, 0) + count

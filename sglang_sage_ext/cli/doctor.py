@@ -1,21 +1,30 @@
 """`sglang-sage doctor`: can `sage_attn` work in this environment, and if not, what to do.
 
 Checks versions, the GPU, the bootstrap in this interpreter and in a `spawn` child (the way
-SGLang starts its schedulers), and every patch point's status. Exit codes: 0 everything
-works; 1 `sage_attn` is accepted but every extend batch will fall back to Triton (no CUDA,
-old GPU, no sageattention); 2 `sage_attn` cannot be used at all.
+SGLang starts its schedulers), every patch point's status, and every SGLANG_SAGE_* variable.
+Exit codes: 0 everything works; 1 `sage_attn` is accepted but every extend batch will fall
+back to Triton (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK); 2 `sage_attn`
+cannot be used, or not as configured (SGLang missing or failing to import, a patch failed or
+was lost, the bootstrap disabled or not running, an SGLANG_SAGE_* variable with an unknown name
+or an invalid value). Each check is isolated: whatever one raises becomes a FAIL line, so
+doctor itself never raises and `--json` always prints JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sglang_sage_ext import __version__, _bootstrap
+from sglang_sage_ext import __version__, _bootstrap, env
+from sglang_sage_ext.backend import fallback
+from sglang_sage_ext.cli import import_check
 from sglang_sage_ext.integration import compat, status
 from sglang_sage_ext.package import SGLANG_REQUIREMENT
 
@@ -68,8 +77,8 @@ def probe_registration() -> dict[str, Any]:
     for name in _registration_modules():
         try:
             importlib.import_module(name)
-        except Exception as exc:
-            result["errors"].append(f"import {name}: {type(exc).__name__}: {exc}")
+        except (Exception, SystemExit) as exc:
+            result["errors"].append(f"import {name}: {import_check.one_line(exc)}")
     result["bootstrap"] = _bootstrap.state["bootstrap"]
     result["patches"] = status.snapshot()
     server_args = sys.modules.get("sglang.srt.server_args")
@@ -135,7 +144,7 @@ def _sageattention(report: Report) -> None:
 
 def _extend_route(report: Report) -> None:
     from sglang_sage_ext.backend import fallback
-    from sglang_sage_ext.kernels import sage_ops as kernels
+    from sglang_sage_ext.kernels.sage_ops import sage_ops as kernels
 
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
@@ -167,6 +176,8 @@ def _patch_lines(report: Report, where: str, probe: dict[str, Any], native_plugi
                 )
             elif point in ("arg_choices", "decode_default", "model_runner", "registry"):
                 text = "not triggered (module not imported or absent in this release)"
+        elif text.startswith("lost"):
+            level, fix = BROKEN, "do not reload SGLang modules in a process that serves sage_attn"
         elif not status.is_ok(text):
             level, fix = BROKEN, "report this with `sglang-sage doctor --json` output"
         report.add(f"patch {point} [{where}]", text, level, fix)
@@ -185,11 +196,22 @@ def _patch_lines(report: Report, where: str, probe: dict[str, Any], native_plugi
     )
 
 
-def run(*, spawn_child: bool = True) -> Report:
-    """Collect every check (imports SGLang; may take a few seconds)."""
-    report = Report()
-    report.add("sglang-sage-ext", __version__)
-    report.add("python", sys.version.split()[0])
+def _isolated(report: Report, name: str, check: Callable[..., Any], *args: Any) -> Any:
+    """Run one check; whatever it raises becomes a FAIL line, so doctor itself never raises."""
+    try:
+        return check(report, *args)
+    except (Exception, SystemExit) as exc:
+        report.add(
+            name,
+            f"check failed: {import_check.one_line(exc)}",
+            BROKEN,
+            "report this with `sglang-sage doctor --json` output",
+        )
+        return None
+
+
+def _sglang(report: Report) -> compat.Features | None:
+    """Version, import and release features of SGLang; None when nothing later can work."""
     if _bootstrap.disabled():
         report.add(
             "bootstrap",
@@ -197,11 +219,16 @@ def run(*, spawn_child: bool = True) -> Report:
             BROKEN,
             f"unset {_bootstrap.DISABLE_ENV} to use sage_attn",
         )
-        return report
+        return None
     version = compat.installed_version("sglang")
     if version is None:
         report.add("sglang", "not installed", BROKEN, f"pip install '{SGLANG_REQUIREMENT}'")
-        return report
+        return None
+    failure = import_check.import_sglang()
+    if failure is not None:
+        value, fix = import_check.explain(*failure, version)
+        report.add("sglang", value, BROKEN, fix)
+        return None
     features = compat.features()
     if features.in_supported_range:
         report.add("sglang", f"{version} (supported: {SGLANG_REQUIREMENT})")
@@ -218,31 +245,100 @@ def run(*, spawn_child: bool = True) -> Report:
         f"kernel={features.extend_kernel_module} kv_write={features.kv_write_api!r} "
         f"graph_hooks={features.graph_hooks}",
     )
-    _gpu(report)
-    _sageattention(report)
-    _extend_route(report)
-    _decode(report)
+    return features
+
+
+def _this_process(report: Report, native_plugins: bool) -> None:
     probe = probe_registration()
     report.add("bootstrap [this process]", probe["bootstrap"])
-    _patch_lines(report, "this process", probe, features.has_native_plugins)
-    if spawn_child:
-        try:
-            child = probe_in_child()
-        except Exception as exc:
-            report.add("spawn child", f"failed: {exc}", BROKEN, "see the error")
+    _patch_lines(report, "this process", probe, native_plugins)
+
+
+def _spawn_child(report: Report, native_plugins: bool) -> None:
+    try:
+        child = probe_in_child()
+    except Exception as exc:
+        report.add("spawn child", f"failed: {import_check.one_line(exc)}", BROKEN, "see the error")
+        return
+    report.add("bootstrap [spawn child]", child["bootstrap"])
+    if not child["bootstrap"].startswith("hooks installed"):
+        report.checks[-1].level = BROKEN
+        report.checks[-1].fix = (
+            "the .pth bootstrap did not run in a spawned interpreter: reinstall "
+            "sglang-sage-ext with pip (not `python -S`, not an editable install)"
+        )
+    _patch_lines(report, "spawn child", child, native_plugins)
+
+
+def _environment(report: Report) -> None:
+    """One line per SGLANG_SAGE_* variable that is set; invalid values and unknown names FAIL."""
+    problems = env.validate()
+    for name in env.set_names():
+        raw = os.environ[name]
+        var = env.BY_NAME.get(name)
+        if var is None:
+            close = difflib.get_close_matches(name, list(env.BY_NAME), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            fix = f"{hint}known: {', '.join(env.BY_NAME)}"
+            report.add(name, f"{raw!r}: unknown variable (a typo?)", BROKEN, fix)
+        elif name in problems:
+            report.add(
+                name, problems[name], BROKEN, f"set one of the allowed values or unset {name}"
+            )
+        elif var.scope != "package":
+            report.add(name, f"{raw!r}: {var.meaning}; {var.scope}")
+        elif name == fallback.FORCE_FALLBACK_ENV and fallback.forced_off():
+            report.add(
+                name,
+                f"{raw!r} = on: every extend batch runs on the exact Triton kernel",
+                DEGRADED,
+                f"unset {name} to use the Sage path",
+            )
         else:
-            report.add("bootstrap [spawn child]", child["bootstrap"])
-            if not child["bootstrap"].startswith("hooks installed"):
-                report.checks[-1].level = BROKEN
-                report.checks[-1].fix = (
-                    "the .pth bootstrap did not run in a spawned interpreter: reinstall "
-                    "sglang-sage-ext with pip (not `python -S`, not an editable install)"
-                )
-            _patch_lines(report, "spawn child", child, features.has_native_plugins)
-    forced = os.environ.get("SGLANG_SAGE_FORCE_FALLBACK")
-    if forced:
-        report.add("SGLANG_SAGE_FORCE_FALLBACK", forced, DEGRADED, "unset it to use the Sage path")
+            used = var.parse(raw)[0]
+            shown = ("on" if used else "off") if var.kind == env.BOOL else used
+            report.add(name, f"{raw!r} = {shown}: {var.meaning}")
+
+
+def run(*, spawn_child: bool = True) -> Report:
+    """Collect every check (imports SGLang; may take a few seconds). Never raises."""
+    report = Report()
+    report.add("sglang-sage-ext", __version__)
+    report.add("python", sys.version.split()[0])
+    features = _isolated(report, "sglang", _sglang)
+    if features is not None:
+        _isolated(report, "torch", _gpu)
+        _isolated(report, "sageattention", _sageattention)
+        _isolated(report, "extend under sage_attn", _extend_route)
+        _isolated(report, "decode under sage_attn", _decode)
+        _isolated(report, "patches [this process]", _this_process, features.has_native_plugins)
+        if spawn_child:
+            _isolated(report, "spawn child", _spawn_child, features.has_native_plugins)
+    _isolated(report, "environment", _environment)
     return report
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (SGLang's import, spawned children) to stderr.
+
+    `--json` promises a parseable stdout; a library that prints while doctor imports it
+    would break that.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no real file descriptors (embedded): Python-level redirect only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def format_report(report: Report) -> str:
@@ -257,7 +353,7 @@ def format_report(report: Report) -> str:
     verdict = {
         OK: "sage_attn is ready: launch with --attention-backend sage_attn",
         DEGRADED: "sage_attn is accepted, but extend batches will run on the exact Triton kernel",
-        BROKEN: "sage_attn cannot be used here; see the FAIL lines",
+        BROKEN: "sage_attn cannot be used here, or not as configured; see the FAIL lines",
     }[report.exit_code]
     lines.append(f"=> {verdict} (exit {report.exit_code})")
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 
 import click
 
@@ -23,11 +25,17 @@ def doctor(as_json: bool, no_spawn: bool) -> None:
     """Check that `--attention-backend sage_attn` works here, and say how to fix what does not.
 
     Exit code 0: ready; 1: accepted, but Sage cannot run (no CUDA, old GPU, no
-    sageattention), so every batch uses the exact Triton kernel; 2: sage_attn is unusable.
+    sageattention, SGLANG_SAGE_FORCE_FALLBACK), so every batch uses the exact Triton kernel;
+    2: sage_attn is unusable or not usable as configured (SGLang does not import, a patch
+    failed, an SGLANG_SAGE_* variable is unknown or invalid).
     """
     from sglang_sage_ext.cli import doctor as doctor_module
 
-    report = doctor_module.run(spawn_child=not no_spawn)
+    # the report says everything the package would log; no duplicate lines on stderr
+    logging.getLogger("sglang_sage_ext").addHandler(logging.NullHandler())
+    quiet = doctor_module.stdout_to_stderr() if as_json else contextlib.nullcontext()
+    with quiet:
+        report = doctor_module.run(spawn_child=not no_spawn)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -10,8 +10,9 @@ GPU is sm80..sm90, else flashinfer, else triton.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
+
+from sglang_sage_ext import env
 
 logger = logging.getLogger("sglang_sage_ext")
 
@@ -59,9 +60,13 @@ def native_decode_problems() -> dict[str, str | None]:
 
 
 def best_decode_backend() -> tuple[str, str]:
-    """(backend name, why) for decode under sage_attn; SGLANG_SAGE_DECODE_BACKEND overrides."""
-    forced = os.environ.get(DECODE_ENV, "auto").strip().lower()
-    if forced and forced != "auto":
+    """(backend name, why) for decode under sage_attn; SGLANG_SAGE_DECODE_BACKEND overrides.
+
+    An unknown name (a typo) is refused with one warning line and the automatic choice is
+    made: handing it to SGLang would crash the scheduler at startup.
+    """
+    forced = str(env.value(DECODE_ENV, logger.warning))
+    if forced != "auto":
         return forced, f"{DECODE_ENV}={forced}"
     problems = native_decode_problems()
     skipped = []

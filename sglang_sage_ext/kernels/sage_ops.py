@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 import functools
-import os
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from sglang_sage_ext import env
 from sglang_sage_ext.package import SAGEATTENTION_MIN, installed_version, parse_version
+
+logger = logging.getLogger("sglang_sage_ext")
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,7 +79,7 @@ def sage_extend(
 PAGED_PV_ENV = "SGLANG_SAGE_EXTEND_PV"
 #: FP16 P·V by default: 7e-3..9e-3 median rel-L2 vs float64 (sageattn 1.0.6: 1.15e-2) for 4-5 %
 #: less speed than FP8 P·V on an H100 (3.0e-2..3.8e-2; bench/results/kernel_notes.md).
-DEFAULT_PAGED_PV = "fp16"
+DEFAULT_PAGED_PV = "fp16"  # = env.BY_NAME[PAGED_PV_ENV].default (a test keeps them equal)
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,8 +97,7 @@ def paged_kernel_problem() -> str | None:
 
 def paged_pv_mode() -> str:
     """P·V precision of the paged kernel: SGLANG_SAGE_EXTEND_PV = fp16 (default) | fp8 | auto."""
-    mode = os.environ.get(PAGED_PV_ENV, DEFAULT_PAGED_PV).strip().lower()
-    return mode if mode in ("fp16", "fp8", "auto") else DEFAULT_PAGED_PV
+    return str(env.value(PAGED_PV_ENV, logger.warning))  # invalid: fp16, with one warning
 
 
 def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> str:

@@ -64,3 +64,19 @@ def apply(module: ModuleType) -> str:
 def apply_choices(module: ModuleType) -> str:
     """Patch `sglang.srt.arg_groups.choices` (0.5.20+), where the list is defined."""
     return "applied: " + _append_choice(getattr(module, "ATTENTION_BACKEND_CHOICES", None))
+
+
+def _choices_ok(module: ModuleType) -> bool:
+    choices = getattr(module, "ATTENTION_BACKEND_CHOICES", None)
+    return not isinstance(choices, list) or BACKEND_NAME in choices
+
+
+def is_applied(module: ModuleType) -> bool:
+    """Whether the live `server_args` still carries the patch (a reload drops it)."""
+    add_cli_args = getattr(getattr(module, "ServerArgs", None), "add_cli_args", None)
+    return bool(getattr(add_cli_args, MARKER, False)) and _choices_ok(module)
+
+
+def is_choices_applied(module: ModuleType) -> bool:
+    """Whether the live `arg_groups.choices` list still holds `sage_attn`."""
+    return _choices_ok(module)

@@ -43,3 +43,12 @@ def apply(module: ModuleType) -> str:
     wrapt.wrap_function_wrapper(module, f"ServerArgs.{name}", _before_resolution)
     setattr(getattr(module.ServerArgs, name), MARKER, True)
     return f"applied: ServerArgs.{name} wrapped"
+
+
+def is_applied(module: ModuleType) -> bool:
+    """Whether the live ServerArgs' resolution method is still our wrapper (a reload drops it)."""
+    server_args = getattr(module, "ServerArgs", None)
+    if server_args is None:
+        return False
+    method = getattr(server_args, compat.server_args_resolution_method(server_args), None)
+    return bool(getattr(method, MARKER, False))

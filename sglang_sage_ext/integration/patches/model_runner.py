@@ -37,3 +37,9 @@ def apply(module: ModuleType) -> str:
     wrapt.wrap_function_wrapper(module, "ModelRunner._get_attention_backend_from_str", _from_str)
     setattr(module.ModelRunner._get_attention_backend_from_str, MARKER, True)
     return "applied: ModelRunner._get_attention_backend_from_str wrapped"
+
+
+def is_applied(module: ModuleType) -> bool:
+    """Whether the live ModelRunner still has our wrapper (a reload drops it)."""
+    method = getattr(getattr(module, "ModelRunner", None), "_get_attention_backend_from_str", None)
+    return bool(getattr(method, MARKER, False))

@@ -23,3 +23,8 @@ def apply(module: ModuleType) -> str:
         return f"not needed: {BACKEND_NAME!r} is already registered by {current.__module__}"
     module.register_attention_backend(BACKEND_NAME)(create_sage_backend)
     return "applied: register_attention_backend('sage_attn')"
+
+
+def is_applied(module: ModuleType) -> bool:
+    """Whether the live registry still holds `sage_attn` (a reload empties it)."""
+    return BACKEND_NAME in getattr(module, "ATTENTION_BACKENDS", {})
