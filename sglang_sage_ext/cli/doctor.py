@@ -3,7 +3,7 @@
 Checks versions, the GPU, the bootstrap in this interpreter and in a `spawn` child (the way
 SGLang starts its schedulers), every patch point's status, and every SGLANG_SAGE_* variable.
 Exit codes: 0 everything works; 1 `sage_attn` is accepted but every extend batch will fall
-back to Triton (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK); 2 `sage_attn`
+back to the native path (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK); 2 `sage_attn`
 cannot be used, or not as configured (SGLang missing or failing to import, a patch failed or
 was lost, the bootstrap disabled or not running, an SGLANG_SAGE_* variable with an unknown name
 or an invalid value). Each check is isolated: whatever one raises becomes a FAIL line, so
@@ -115,7 +115,7 @@ def _gpu(report: Report) -> None:
             "GPU",
             "no CUDA device visible",
             DEGRADED,
-            "run on an NVIDIA GPU (sm80+); on CPU sage_attn falls back to the Triton kernel",
+            "run on an NVIDIA GPU (sm80+); on CPU sage_attn runs every batch on the native (Triton) path",
         )
         return
     name = torch.cuda.get_device_name()
@@ -153,6 +153,28 @@ def _extend_route(report: Report) -> None:
         report.add("extend under sage_attn", text, DEGRADED, problem)
     else:
         report.add("extend under sage_attn", text)
+
+
+def _routing(report: Report) -> None:
+    """Which native backend takes the exact batches, and which cost table routes them."""
+    from sglang_sage_ext.backend import cost_model
+    from sglang_sage_ext.integration.native import best_decode_backend
+
+    name, _ = best_decode_backend()
+    capability = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            capability = torch.cuda.get_device_capability()
+    except Exception:
+        capability = None
+    if not fallback.cost_model_enabled():
+        text = f"cost model off: every eligible extend batch on Sage; the rest on {name}"
+        report.add("routing under sage_attn", text)
+        return
+    table = cost_model.load_table(capability, name)
+    report.add("routing under sage_attn", f"exact path {name}; table {table.describe()}")
 
 
 def _decode(report: Report) -> None:
@@ -290,7 +312,7 @@ def _environment(report: Report) -> None:
         elif name == fallback.FORCE_FALLBACK_ENV and fallback.forced_off():
             report.add(
                 name,
-                f"{raw!r} = on: every extend batch runs on the exact Triton kernel",
+                f"{raw!r} = on: every extend batch runs on the exact native path",
                 DEGRADED,
                 f"unset {name} to use the Sage path",
             )
@@ -311,6 +333,7 @@ def run(*, spawn_child: bool = True) -> Report:
         _isolated(report, "sageattention", _sageattention)
         _isolated(report, "extend under sage_attn", _extend_route)
         _isolated(report, "decode under sage_attn", _decode)
+        _isolated(report, "routing under sage_attn", _routing)
         _isolated(report, "patches [this process]", _this_process, features.has_native_plugins)
         if spawn_child:
             _isolated(report, "spawn child", _spawn_child, features.has_native_plugins)
@@ -352,7 +375,7 @@ def format_report(report: Report) -> str:
             lines.append(f"       {'':<{width}}  fix: {check.fix}")
     verdict = {
         OK: "sage_attn is ready: launch with --attention-backend sage_attn",
-        DEGRADED: "sage_attn is accepted, but extend batches will run on the exact Triton kernel",
+        DEGRADED: "sage_attn is accepted, but extend batches will run on the exact native path",
         BROKEN: "sage_attn cannot be used here, or not as configured; see the FAIL lines",
     }[report.exit_code]
     lines.append(f"=> {verdict} (exit {report.exit_code})")
