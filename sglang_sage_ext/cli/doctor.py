@@ -3,8 +3,8 @@
 Checks versions, the GPU, the bootstrap in this interpreter and in a `spawn` child (the way
 SGLang starts its schedulers), every patch point's status, and every SGLANG_SAGE_* variable.
 Exit codes: 0 everything works; 1 `sage_attn` is accepted but every extend batch will fall
-back to the native path (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK); 2 `sage_attn`
-cannot be used, or not as configured (SGLang missing or failing to import, a patch failed or
+back to the native path (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK);
+2 `sage_attn` cannot be used, or not as configured (SGLang missing or failing to import, a patch failed or
 was lost, the bootstrap disabled or not running, an SGLANG_SAGE_* variable with an unknown name
 or an invalid value). Each check is isolated: whatever one raises becomes a FAIL line, so
 doctor itself never raises and `--json` always prints JSON.
@@ -115,7 +115,7 @@ def _gpu(report: Report) -> None:
             "GPU",
             "no CUDA device visible",
             DEGRADED,
-            "run on an NVIDIA GPU (sm80+); on CPU sage_attn runs every batch on the native (Triton) path",
+            "run on an NVIDIA GPU (sm80+); on CPU every batch runs on the native (Triton) path",
         )
         return
     name = torch.cuda.get_device_name()
