@@ -2,12 +2,12 @@
 
 Checks versions, the GPU, the bootstrap in this interpreter and in a `spawn` child (the way
 SGLang starts its schedulers), every patch point's status, and every SGLANG_SAGE_* variable.
-Exit codes: 0 everything works; 1 `sage_attn` is accepted but every extend batch will fall
-back to the native path (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK);
-2 `sage_attn` cannot be used, or not as configured (SGLang missing or failing to import, a
-patch failed or was lost, the bootstrap disabled or not running, an SGLANG_SAGE_* variable with an unknown name
-or an invalid value). Each check is isolated: whatever one raises becomes a FAIL line, so
-doctor itself never raises and `--json` always prints JSON.
+Exit codes: 0 everything works; 1 `sage_attn` is accepted but every extend batch will fall back
+to the native path (no CUDA, old GPU, no sageattention, SGLANG_SAGE_FORCE_FALLBACK); 2
+`sage_attn` cannot be used, or not as configured (SGLang missing or failing to import, a patch
+failed or was lost, the bootstrap disabled or not running, an SGLANG_SAGE_* variable with an
+unknown name or an invalid value). Each check is isolated: whatever one raises becomes a FAIL
+line, so doctor itself never raises and `--json` always prints JSON.
 """
 
 from __future__ import annotations
