@@ -69,7 +69,7 @@ def test_unrelated_sglang_package_gets_no_patch_and_no_output(tmp_path, files, m
 
     root = _write(tmp_path / "mine", files)
     code = (
-        f"import json, {module} as m; from sglang_sage_ext import status; "
+        f"import json, {module} as m; from sglang_sage_ext.integration import status; "
         "print(json.dumps([status.snapshot(), getattr(m, 'ATTENTION_BACKEND_CHOICES', None), "
         "sorted(getattr(m, 'ATTENTION_BACKENDS', {}))]))"
     )
@@ -129,7 +129,7 @@ def _reload_code(name: str, how: str, drop_watcher: bool) -> str:
         "import importlib, json, sys\n"
         f"name = {name!r}\n"
         "m = importlib.import_module(name)\n"
-        "from sglang_sage_ext import doctor, hooks, status\n"
+        "from sglang_sage_ext.cli import doctor\nfrom sglang_sage_ext.integration import hooks, status\n"
         + ("sys.meta_path.remove(hooks._WATCHER)\n" if drop_watcher else "")
         + f"{RELOADS[how]}\n"
         "m = sys.modules[name]\n"
