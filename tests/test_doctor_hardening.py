@@ -180,3 +180,18 @@ def test_patch_status_levels(status_text, level):
     doctor._patch_lines(report, "this process", probe, native_plugins=True)
     assert report.checks[0].level == level
     assert DEGRADED not in [c.level for c in report.checks]
+
+
+def test_every_check_runs_on_the_real_sglang_of_this_env():
+    """No check of a healthy install may crash (a crashing check reads "check failed: ...");
+    on CPU the routing line says Sage never runs here instead of showing a table."""
+    report = doctor.run(spawn_child=False)
+    checks = {c["name"]: c for c in report.as_dict()["checks"]}
+    crashed = [c for c in checks.values() if str(c.get("value", "")).startswith("check failed")]
+    assert not crashed, crashed
+    for name in ("extend under sage_attn", "decode under sage_attn", "routing under sage_attn"):
+        assert name in checks, sorted(checks)
+    import torch
+
+    if not torch.cuda.is_available() and not os.environ.get("SGLANG_SAGE_CPU_INTERPRET"):
+        assert "no CUDA GPU" in checks["routing under sage_attn"]["value"]

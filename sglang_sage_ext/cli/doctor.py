@@ -144,7 +144,7 @@ def _sageattention(report: Report) -> None:
 
 def _extend_route(report: Report) -> None:
     from sglang_sage_ext.backend import fallback
-    from sglang_sage_ext.kernels.sage_ops import sage_ops as kernels
+    from sglang_sage_ext.kernels import sage_ops as kernels
 
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
@@ -162,13 +162,18 @@ def _routing(report: Report) -> None:
 
     name, _ = best_decode_backend()
     capability = None
+    torch_cuda = False
     try:
         import torch
 
-        if torch.cuda.is_available():
+        torch_cuda = torch.cuda.is_available()
+        if torch_cuda:
             capability = torch.cuda.get_device_capability()
     except Exception:
         capability = None
+    if not torch_cuda and not fallback.cpu_interpret_enabled():
+        report.add("routing under sage_attn", f"every extend batch on {name} (no CUDA GPU)")
+        return
     if not fallback.cost_model_enabled():
         text = f"cost model off: every eligible extend batch on Sage; the rest on {name}"
         report.add("routing under sage_attn", text)
