@@ -129,7 +129,8 @@ def _reload_code(name: str, how: str, drop_watcher: bool) -> str:
         "import importlib, json, sys\n"
         f"name = {name!r}\n"
         "m = importlib.import_module(name)\n"
-        "from sglang_sage_ext.cli import doctor\nfrom sglang_sage_ext.integration import hooks, status\n"
+        "from sglang_sage_ext.cli import doctor\n"
+        "from sglang_sage_ext.integration import hooks, status\n"
         + ("sys.meta_path.remove(hooks._WATCHER)\n" if drop_watcher else "")
         + f"{RELOADS[how]}\n"
         "m = sys.modules[name]\n"
