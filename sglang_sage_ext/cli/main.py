@@ -10,6 +10,7 @@ import click
 
 from sglang_sage_ext import __version__
 from sglang_sage_ext.cli.bench.cli import bench_group
+from sglang_sage_ext.cli.demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,4 +44,5 @@ def doctor(as_json: bool, no_spawn: bool) -> None:
     raise SystemExit(report.exit_code)
 
 
+main.add_command(demo)
 main.add_command(bench_group)
