@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -29,9 +30,17 @@ def dist(tmp_path_factory) -> Path:
     return out
 
 
+SDIST_LIMIT = 300_000  # bytes; raw logs, tarballs and big data stay in git (pyproject.toml)
+
+
 def test_wheel_and_sdist_contents(dist):
     wheels, sdists = list(dist.glob("*.whl")), list(dist.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1
+    assert sdists[0].stat().st_size < SDIST_LIMIT, sdists[0].stat().st_size
+    with tarfile.open(sdists[0]) as tar:
+        members = tar.getnames()
+    assert not [m for m in members if m.endswith((".log", ".tar.gz", ".jsonl")) or "/.carry/" in m]
+    assert any(m.endswith("bench/results/README.md") for m in members)
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "sglang_sage_ext.pth" in names  # at the wheel root -> site-packages root
     assert "sglang_sage_ext/_bootstrap.py" in names

@@ -23,7 +23,7 @@ JITCACHE=${JITCACHE:-$ROOT/../shared/gpu/jitcache_sm90a.tar.xz}
 [ -f pyproject.toml ] && [ -d sglang_sage_ext ] || { echo "run from the project root"; exit 1; }
 mkdir -p "$W" .carry/sgl .carry/extra1 .carry/whl .carry/jit .carry/scripts
 rm -rf .carry/scripts/*
-cp -r "$HERE"/*.sh "$HERE"/*.py "$HERE"/local_import_check .carry/scripts/
+cp -r "$HERE"/*.sh "$HERE"/*.py "$HERE"/steps "$HERE"/local_import_check .carry/scripts/
 if [ -f "$JITCACHE" ]; then cp "$JITCACHE" .carry/jit/jitcache.tar.xz
 else echo "[bundle] WARNING: no JIT cache at $JITCACHE (first server start ~20 s slower)"; fi
 # the project's wheel (rebuilt on every run)

@@ -1,32 +1,47 @@
 #!/bin/bash
-# Shared preamble of the bench/gpu/run_*.sh device-call bodies (source it from the repo root):
-#   OUT=... LOG_NAME=x.log BUDGET=570 source bench/gpu/common.sh
-# Gives: $OUT (created, all output also teed to $OUT/$LOG_NAME), step "title", left (seconds of
-# BUDGET left), the offline bundle set up (setup_site.sh), SS (the `sglang-sage` command), and
-# server helpers:
+# Shared preamble of bench/gpu/run.sh and its steps (bench/gpu/steps/*.sh); source it from the
+# repo root:   OUT=... LOG_NAME=x.log BUDGET=570 source bench/gpu/common.sh
+# The first source in a device call sets up the offline bundle (setup_site.sh), tees all output
+# to $OUT/$LOG_NAME and exports SAGE_GPU_READY=1 and the call's DEADLINE (epoch seconds); a step
+# run by run.sh sources it again and only gets the helpers (no second setup, no second tee).
+# Gives: $OUT (created), GPU_DIR (bench/gpu), MODELS (/tmp/models), step "title",
+# left (seconds to DEADLINE), SS (the `sglang-sage` command), ensure_models (make_models.py once),
+# and server helpers (stopped on exit):
 #   launch NAME PORT [ENV=VAL ...] -- launch_server args   (log: $OUT/logs/NAME.log)
 #   wait_healthy PORT TIMEOUT_S     stop_all
 set -u
+GPU_DIR=bench/gpu
+MODELS=${MODELS_DIR:-/tmp/models}
 mkdir -p "$OUT/logs"
-exec > >(tee -a "$OUT/${LOG_NAME:-run.log}") 2>&1
-T0=$SECONDS
-BUDGET=${BUDGET:-570}
-step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
-left() { echo $((BUDGET - (SECONDS - T0))); }
+step() { echo; echo "=== [$(( $(date +%s) - T_START )) s] $*"; }
+left() { echo $(( DEADLINE - $(date +%s) )); }
 
-step "setup (bundle -> /tmp/site, wheels -> site-packages)"
-if [ -f .carry/scripts/setup_site.sh ]; then
-  # shellcheck disable=SC1091
-  source .carry/scripts/setup_site.sh
-else
-  echo "[common] no .carry/scripts/setup_site.sh: run bash bench/gpu/build_bundle.sh, carry .carry"
-  # shellcheck disable=SC1091
-  source bench/gpu/setup_site.sh
+if [ "${SAGE_GPU_READY:-0}" != 1 ]; then
+  exec > >(tee -a "$OUT/${LOG_NAME:-run.log}") 2>&1
+  T_START=$(date +%s); DEADLINE=$(( T_START + ${BUDGET:-570} ))
+  export T_START DEADLINE
+  step "setup (bundle -> /tmp/site, wheels -> site-packages)"
+  if [ -f .carry/scripts/setup_site.sh ]; then
+    # shellcheck disable=SC1091
+    source .carry/scripts/setup_site.sh
+  else
+    echo "[common] no .carry/scripts/setup_site.sh: run bash bench/gpu/build_bundle.sh, carry .carry"
+    # shellcheck disable=SC1091
+    source bench/gpu/setup_site.sh
+  fi
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -3
+  export SAGE_GPU_READY=1
 fi
-nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -3
+
 # the project's CLI, also where the console script is not on PATH
 SS=(sglang-sage)
 command -v sglang-sage >/dev/null || SS=(python3 -c "from sglang_sage_ext.cli.main import main; main()")
+
+ensure_models() {  # tokenizer + tiny random Llama + the 8B dummy config under $MODELS, once
+  [ -f "$MODELS/llama31-8b-dummy/config.json" ] && [ -f "$MODELS/tiny-llama/config.json" ] && return 0
+  timeout 240 python3 "$GPU_DIR/make_models.py" "$MODELS" > "$OUT/logs/make_models.out" 2>&1
+  echo "[common] make_models rc=$?"
+}
 
 SERVER_PIDS=()
 launch() {  # launch NAME PORT [ENV=VAL ...] -- ARGS...
@@ -49,7 +64,11 @@ wait_healthy() {  # wait_healthy PORT TIMEOUT_S -> 0 when /health answers
   echo "[server:$port] NOT healthy after $limit s"; return 1
 }
 stop_all() {
+  [ ${#SERVER_PIDS[@]} -eq 0 ] && return 0
   for p in "${SERVER_PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done; sleep 5
   for p in "${SERVER_PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
   SERVER_PIDS=()
 }
+# a step killed by run.sh's timeout still stops its servers
+trap stop_all EXIT
+trap 'exit 143' TERM INT

@@ -7,15 +7,17 @@ a safety net where it could not (`python -S`, installers that skip root `.pth` f
 
 from __future__ import annotations
 
+from sglang_sage_ext import env
 from sglang_sage_ext.integration import status
+
+#: = _bootstrap.DISABLE_ENV (not imported from there: integration must not import the bootstrap)
+DISABLE_ENV = "SGLANG_SAGE_EXT_DISABLE"
 
 
 def register() -> None:
     """Install the hooks (idempotent, never raises)."""
-    from sglang_sage_ext import _bootstrap
-
-    if _bootstrap.disabled():
-        status.record("plugin", f"not needed: disabled by {_bootstrap.DISABLE_ENV}")
+    if env.flag(DISABLE_ENV):
+        status.record("plugin", f"not needed: disabled by {DISABLE_ENV}")
         return
     try:
         from sglang_sage_ext.integration import hooks

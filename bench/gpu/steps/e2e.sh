@@ -1,22 +1,20 @@
 #!/bin/bash
-# Issue #10, device call 2 (<= 9.5 min on an H100), from the repo root:
-#   carry [".carry"]; command `bash bench/gpu/run_e2e_native.sh`
-# Llama-3.1-8B config, --load-format dummy. Two servers, one at a time, identical flags:
-# the native backend sage_attn picks on this machine (NATIVE, default flashinfer: the bundle's
-# sgl-kernel has no FA3) and sage_attn. Client: SGLang's own `python -m sglang.bench_serving`
-# (random-ids prompts, --warmup-requests 0). Workloads: single prompts of 1K/8K/32K/128K tokens
-# with 4 output tokens (e2e latency), 64 concurrent 1K-in/128-out, a mixed-length load (inputs
-# 128..8K), generated-shared-prefix (4 groups x 16, 6000 + 600 tokens, radix hits).
-# Back: e2e.log, results/{e2e_vs_native.json,e2e_vs_native.md}, logs.tar.gz (jsonl, server logs, stats)
-OUT=${OUT:-/tmp/e2e_native_out}
+# bench_serving (SGLang's own client), sage_attn vs the native backend, Llama-3.1-8B dummy weights
+# Two servers, one at a time, identical flags: the native backend sage_attn picks on this machine
+# (NATIVE, default flashinfer: the bundle's sgl-kernel has no FA3) and sage_attn. Client:
+# `python -m sglang.bench_serving` (random-ids prompts, --warmup-requests 0). Workloads: single
+# prompts of 1K/8K/32K/128K tokens with 4 output tokens (e2e latency), 64 concurrent
+# 1K-in/128-out, a mixed-length load (inputs 128..8K), generated-shared-prefix (4 groups x 16,
+# 6000 + 600 tokens, radix hits). H100/H200, ~9.5 min. Back: results/e2e_vs_native.{json,md},
+# logs.tar.gz (jsonl, server logs, stats). Env: NATIVE (flashinfer), SKIP_NATIVE=1 (sage only),
+# EXTRA_SERVER_ARGS.
+OUT=${OUT:-/tmp/gpu_out/e2e}
 mkdir -p "$OUT/results" "$OUT/jsonl"
 LOG_NAME=e2e.log BUDGET=${E2E_BUDGET_S:-570}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-trap stop_all EXIT
 NATIVE=${NATIVE:-flashinfer}
-MODELS=/tmp/models
-[ -f "$MODELS/llama31-8b-dummy/config.json" ] || timeout 120 python3 .carry/scripts/make_models.py "$MODELS" > "$OUT/logs/make_models.out" 2>&1
+ensure_models
 M=$MODELS/llama31-8b-dummy
 COMMON=(--model-path "$M" --load-format dummy --mem-fraction-static 0.8 --max-total-tokens 160000
   --context-length 131072 --random-seed 0 --sampling-backend pytorch --grammar-backend none

@@ -1,24 +1,21 @@
 #!/bin/bash
-# Issue #6, the points still open, in ONE device call (<= 9.5 min on an H200), from the repo root:
-#   device call: command `bash bench/gpu/run_decode_final.sh`, kind nvidia-h200, carry [".carry"]
-# A. Llama-3.1-8B config (dummy weights), decode ms/step at bs32 and bs64 with 1K context,
-#    128 output steps: sage_attn vs triton vs flashinfer (the bs32 1K point was 1.033 before).
-# B. bs32 x 32K context: the full 8B needs 128 GiB of KV, so the same config with
-#    num_hidden_layers=4 (per-layer work unchanged; 16 GiB of KV). bench_one_batch prefills all
-#    32 x 32K tokens in one forward (the MLP alone needs 56 + 28 GiB of activations: 8 layers at
-#    --mem-fraction-static 0.45 ran out of memory), so B runs at 0.2 with expandable segments;
-#    if that still fails, B2 halves intermediate_size (decode at this point is KV-read bound).
-# C. A's bs32 1K point again with SGLANG_FLASHINFER_USE_TENSOR_CORE=false (flashinfer's CUDA-core
-#    decode kernel instead of the tensor-core one SGLang picks for GQA group 4).
-# Back in $OUT: decode_final.log, results/decode_{A,B,B2,C}.{json,md}, logs.tar.gz.
-# Env: PARTS ("A B C"), DECODE_BUDGET_S (570).
-OUT=${OUT:-/tmp/decode_final_out}
+# decode ms/step (ITL) per backend, sage_attn vs triton vs flashinfer (bench/decode_itl.py, bench_one_batch)
+# PARTS (default "A B C"; H200, ~5.5 min):
+# A. Llama-3.1-8B config (dummy weights), bs32 and bs64 with 1K context, 128 output steps.
+# B. bs32 x 32K context on the same config with num_hidden_layers=4 (per-layer work unchanged;
+#    16 GiB of KV; bench_one_batch prefills all 32 x 32K tokens in one forward, so B runs at
+#    --mem-fraction-static 0.2 with expandable segments; if that fails, B2 halves
+#    intermediate_size: decode at this point is KV-read bound).
+# C. A's bs32 1K point with SGLANG_FLASHINFER_USE_TENSOR_CORE=false (flashinfer CUDA-core decode).
+# G. the grid GRIDS ("--grid 1,32:1024,8192 --grid 1:32768"), OLEN (32), BACKENDS, MEMFRAC (0.7)
+#    on the full 8B (bs32 x 8K is one 262K-token prefill: H200 only).
+# Back: results/decode_{A,B,B2,C,G}.{json,md}, logs.tar.gz. Env: PARTS, DECODE_BUDGET_S (570).
+OUT=${OUT:-/tmp/gpu_out/decode}
 mkdir -p "$OUT/results"
-LOG_NAME=decode_final.log BUDGET=${DECODE_BUDGET_S:-570}
+LOG_NAME=decode.log BUDGET=${DECODE_BUDGET_S:-570}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-MODELS=/tmp/models
-[ -f "$MODELS/llama31-8b-dummy/config.json" ] || timeout 120 python3 .carry/scripts/make_models.py "$MODELS" > "$OUT/logs/make_models.out" 2>&1
+ensure_models
 variant() {  # variant DIR KEY=VALUE...: a copy of the 8B dummy config with fields changed
   local dir=$1; shift
   mkdir -p "$dir" && cp "$MODELS"/llama31-8b-dummy/* "$dir"/ && python3 - "$dir/config.json" "$@" <<'PY'
@@ -54,8 +51,12 @@ fi ;; esac
 case " $PARTS " in *" C "*)
 SGLANG_FLASHINFER_USE_TENSOR_CORE=false itl C 110 --model-path "$MODELS/llama31-8b-dummy" \
   --grid 32:1024 --output-len 128 --backends sage_attn flashinfer -- --mem-fraction-static 0.7 ;; esac
+case " $PARTS " in *" G "*)
+# shellcheck disable=SC2086
+itl G "$(( $(left) - 20 ))" --model-path "$MODELS/llama31-8b-dummy" --backends ${BACKENDS:-sage_attn triton flashinfer} \
+  ${GRIDS:---grid 1,32:1024,8192 --grid 1:32768} --output-len "${OLEN:-32}" \
+  -- --mem-fraction-static "${MEMFRAC:-0.7}" ;; esac
 
 step "collect"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$OUT/logs"
 ls -la "$OUT" "$OUT/results"
-echo "[decode_final] total $((SECONDS - T0)) s"

@@ -1,31 +1,25 @@
 #!/bin/bash
-# Issue #3 end to end in ONE device call (<= 9.5 min on an H100), from the repo root:
-#   device call: command `bash bench/gpu/run_e2e_perf.sh`, carry [".carry"]
-# 1. bench/kernel_bench.py: the Sage extend kernels vs cuDNN / flash / SGLang Triton (default config)
-# 2. Llama-3.1-8B config with --load-format dummy, servers started once with the same flags
-#    (radix cache off, --chunked-prefill-size 8192, so a 32K prompt is 4 chunks and chunks
-#    2-4 attend to a cached prefix): sage_attn (default: every Sage batch on the paged kernel)
-#    and triton, then `sglang-sage bench throughput` attached:
-#      ttft:  8K and 32K prompts, 8 output tokens, concurrency 1
-#      serve: bs64, 1K in / 128 out (256 prompts)
-#    then sage_attn with SGLANG_SAGE_PAGED_EXTEND=prefix (prefix-free batches on sageattn 1.0.6)
-#    for the ttft grid only.
-# Back in $OUT (7 files): e2e_perf.log (with every table), results/kernel_bench.{json,md},
-# results/{ttft_paged,serve,ttft_prefix}.json,
-# logs.tar.gz (server logs, stats, bench dirs). Env: E2E_BUDGET_S (570).
-OUT=${OUT:-/tmp/e2e_perf_out}
+# kernel bench, then sglang-sage bench throughput attached: sage_attn vs triton (TTFT 8K/32K, bs64 serving), 8B dummy
+# 1. bench/kernel_bench.py: the Sage extend kernels vs cuDNN / flash / SGLang Triton
+# 2. Llama-3.1-8B config, --load-format dummy, servers started once with the same flags (radix
+#    cache off, --chunked-prefill-size 8192: a 32K prompt is 4 chunks, chunks 2-4 attend to a
+#    cached prefix): sage_attn and triton, then `sglang-sage bench throughput` attached:
+#      ttft: 8K and 32K prompts, 8 output tokens, concurrency 1; serve: bs64, 1K in / 128 out
+#    then sage_attn with SGLANG_SAGE_PAGED_EXTEND=prefix for the ttft grid only.
+# H100, ~5.5 min. Back: results/kernel_bench.{json,md}, results/{ttft_paged,serve,ttft_prefix}.json,
+# logs.tar.gz (server logs, stats, bench dirs).
+OUT=${OUT:-/tmp/gpu_out/e2e-triton}
 mkdir -p "$OUT/results"
-LOG_NAME=e2e_perf.log BUDGET=${E2E_BUDGET_S:-570}
+LOG_NAME=e2e_triton.log BUDGET=${E2E_BUDGET_S:-570}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
 
 step "kernel bench"
 timeout 150 python3 bench/kernel_bench.py --out "$OUT/results" > "$OUT/logs/kernel_bench.out" 2>&1
-echo "kernel_bench rc=$?"; cat "$OUT/results/kernel_bench.md" 2>/dev/null | sed -n 1,14p
+echo "kernel_bench rc=$?"; sed -n 1,14p "$OUT/results/kernel_bench.md" 2>/dev/null
 
 step "8B dummy model"
-MODELS=/tmp/models
-[ -f "$MODELS/llama31-8b-dummy/config.json" ] || timeout 120 python3 .carry/scripts/make_models.py "$MODELS" > "$OUT/logs/make_models.out" 2>&1
+ensure_models
 M=$MODELS/llama31-8b-dummy
 COMMON=(--model-path "$M" --load-format dummy --disable-radix-cache --chunked-prefill-size 8192
   --mem-fraction-static 0.42 --max-total-tokens 100000 --random-seed 0)
@@ -63,4 +57,4 @@ stop_all
 step "collect"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs stats_sage stats_sage_prefix $(cd "$OUT" && ls -d bench_* 2>/dev/null) && rm -rf "$OUT"/logs "$OUT"/bench_* "$OUT"/stats_*
 ls -la "$OUT" "$OUT/results"
-echo "[e2e] total $((SECONDS - T0)) s"
+echo "[e2e] total $(( $(date +%s) - T_START )) s"

@@ -1,15 +1,13 @@
 #!/bin/bash
-# Issue #5's last step in ONE short device call (<= 6.5 min on an H200), from the repo root:
-#   device call: command `bash bench/gpu/run_trained_accuracy.sh`, carry [".carry"]
+# accuracy on a trained model: sglang-sage bench perplexity + logits, sage_attn vs triton (attached servers)
 # Trains stdlib-llama-hd128 (bench/models/make_all.sh, 1400 steps, 4K eval only), starts
 # sage_attn and triton servers on it (radix cache off, --chunked-prefill-size 4096: contexts
 # above 4K run their later chunks on the paged Sage kernel), then `sglang-sage bench perplexity`
 # (held-out stdlib text, 4K windows) and `bench logits` (128 / 2K / 16K contexts) attached.
-# Back in $OUT: trained_accuracy.log, results/{train_results.md,perplexity.json,logits.json},
-# logs.tar.gz.
-OUT=${OUT:-/tmp/trained_accuracy_out}
+# H200, ~1-5 min. Back: results/{train_results.md,perplexity.json,logits.json}, logs.tar.gz.
+OUT=${OUT:-/tmp/gpu_out/accuracy}
 mkdir -p "$OUT/results"
-LOG_NAME=trained_accuracy.log BUDGET=${ACC_BUDGET_S:-380}
+LOG_NAME=accuracy.log BUDGET=${ACC_BUDGET_S:-380}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
 MODELS=/tmp/sage-models; RES=/tmp/sage-models-results; M=$MODELS/stdlib-llama-hd128
@@ -41,4 +39,4 @@ echo "logits rc=$?"
 stop_all
 cp "$OUT"/bench/perplexity.json "$OUT"/bench/logits.json "$OUT/results/" 2>/dev/null
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs bench stats_sage && rm -rf "$OUT"/logs "$OUT"/bench "$OUT"/stats_sage
-ls -la "$OUT" "$OUT/results"; echo "[accuracy] total $((SECONDS - T0)) s"
+ls -la "$OUT" "$OUT/results"; echo "[accuracy] total $(( $(date +%s) - T_START )) s"

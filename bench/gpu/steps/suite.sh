@@ -1,35 +1,25 @@
 #!/bin/bash
-# The whole GPU validation in ONE device call (<= 10 min on an H100), from the project root:
-#   bash bench/gpu/build_bundle.sh          # here, once (and after every code change)
-#   device call: command `bash bench/gpu/run_gpu_suite.sh`, carry [".carry"]
-# Steps: offline SGLang bundle (setup_site.sh) -> env_check -> tiny model (/tmp/models) ->
-# `sglang-sage doctor` ($OUT/doctor.txt; exit 0/1/2 is recorded, not fatal) -> pytest -m gpu
-# (kernel module, then server module, each under a time budget so the logs always come back).
-# What comes back in $OUT (<= 8 files, <= 2 levels): gpu_suite.log, doctor.txt,
-# server_logs.tar.gz (server logs + per-server stats dirs), results/{kernel,server}_gpu.{json,md}.
-# Env knobs: SUITE_BUDGET_S (default 570), PYTEST_EXTRA (e.g. "-x"), MODELS_DIR (/tmp/models),
-# SKIP_KERNEL=1 (servers only), SGLANG_SAGE_GPU_TP=2 (every server with --tp 2, 2-GPU kind).
-OUT=${OUT:-/tmp/gpu_suite_out}
+# the GPU pytest suite (tests/gpu): env check, sglang-sage doctor, kernel accuracy, 5 real servers
+# Steps: env_check.py -> tiny model ($MODELS/tiny-llama) -> `sglang-sage doctor` (doctor.txt;
+# exit 0/1/2 is recorded, not fatal) -> pytest -m gpu: tests/gpu/test_kernel_gpu.py +
+# test_sage_extend_kernel_gpu.py (1000 random cases vs float64), then test_server_gpu.py, each
+# under a time budget so the logs always come back. H100, <= 10 min.
+# Back: doctor.txt, server_logs.tar.gz, results/{kernel,server}_gpu.{json,md}.
+# Env: SUITE_BUDGET_S (570), PYTEST_EXTRA (e.g. "-x"), MODELS_DIR (/tmp/models), SKIP_KERNEL=1
+# (servers only), SGLANG_SAGE_GPU_TP=2 (every server with --tp 2: a 2-GPU kind).
+OUT=${OUT:-/tmp/gpu_out/suite}
 mkdir -p "$OUT/results" "$OUT/server_logs"
 LOG_NAME=gpu_suite.log BUDGET=${SUITE_BUDGET_S:-570}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-SCRIPTS=.carry/scripts
-[ -f $SCRIPTS/env_check.py ] || SCRIPTS=bench/gpu
 
 step "environment"
 python3 -c "import sys; print('python', sys.version)"
-timeout 180 python3 $SCRIPTS/env_check.py || echo "[suite] env_check rc=$?"
+timeout 180 python3 "$GPU_DIR/env_check.py" || echo "[suite] env_check rc=$?"
 
 step "tiny model"
-MODELS=${MODELS_DIR:-/tmp/models}
-if [ ! -f "$MODELS/tiny-llama/config.json" ]; then
-  timeout 240 python3 $SCRIPTS/make_models.py "$MODELS" || echo "[suite] make_models rc=$?"
-else
-  echo "[suite] reusing $MODELS/tiny-llama"
-fi
+ensure_models
 export SGLANG_SAGE_TEST_MODEL=$MODELS/tiny-llama
-
 step "sglang-sage doctor"
 timeout 180 "${SS[@]}" doctor > "$OUT/doctor.txt" 2>&1
 echo "doctor exit code: $?" | tee -a "$OUT/doctor.txt"
@@ -58,5 +48,5 @@ RC_SERVER=$?
 step "collect"
 tar -czf "$OUT/server_logs.tar.gz" -C "$OUT" server_logs && rm -rf "$OUT/server_logs"
 ls -la "$OUT" "$OUT/results"
-echo "[suite] kernel pytest rc=$RC_KERNEL, server pytest rc=$RC_SERVER, total $((SECONDS - T0)) s"
+echo "[suite] kernel pytest rc=$RC_KERNEL, server pytest rc=$RC_SERVER, total $(( $(date +%s) - T_START )) s"
 [ "$RC_KERNEL" = 0 ] && [ "$RC_SERVER" = 0 ]

@@ -1,18 +1,14 @@
 #!/bin/bash
-# Issue #5 in ONE device call (< 9 min on an H100), from the project root:
-#   device call: command `bash bench/gpu/run_models.sh`, carry [".carry"]
-# Trains the two offline models (bench/models/make_all.sh -> /tmp/sage-models), evaluates them
-# (bf16 reference: perplexity, long-context retrieval), then starts a real SGLang server on
-# stdlib-llama-hd128 and checks that its greedy answers to retrieval prompts match.
-# Training is step-based (TRAIN_STEPS per variant, default 1400: ~2 min hd64 + ~2.4 min hd128 on
-# an H100, ~6.5 min for the whole call); the per-variant time cap TRAIN_CAP_S is only a safety net,
-# by default what the call's budget leaves for each variant (a capped run is logged and flagged).
-# train_results.{json,md} say `retrieval_learned: false` (plus a WARNING line) when a model did not
-# learn retrieval (exact match < 0.5 at 4K).
-# Back in $OUT (5 files, flat): run_models.log, train_results.{json,md}, manifest.txt,
-# server_<backend>.log. Env: TRAIN_STEPS (1400), TRAIN_CAP_S (from the budget),
-# MODELS_BUDGET_S (whole call, default 535), SERVER_BACKENDS ("triton"; e.g. "triton sage_attn").
-OUT=${OUT:-/tmp/run_models_out}
+# train + evaluate the two tiny offline models (bench/models/make_all.sh), then a server retrieval check
+# Trains stdlib-llama-hd64/-hd128 into /tmp/sage-models (step-based: TRAIN_STEPS per variant,
+# default 1400; TRAIN_CAP_S is only a safety net, by default what the budget leaves per variant),
+# evaluates them (bf16 reference: perplexity, long-context retrieval), then starts a real SGLang
+# server on stdlib-llama-hd128 and checks its greedy answers to retrieval prompts.
+# train_results.{json,md} say `retrieval_learned: false` (plus a WARNING) when a model did not
+# learn retrieval (exact match < 0.5 at 4K). H100/H200, ~6.5 min.
+# Back: train_results.{json,md}, manifest.txt, server_<backend>.log.
+# Env: TRAIN_STEPS (1400), TRAIN_CAP_S, MODELS_BUDGET_S (535), SERVER_BACKENDS ("triton").
+OUT=${OUT:-/tmp/gpu_out/models}
 LOG_NAME=run_models.log BUDGET=${MODELS_BUDGET_S:-535}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
@@ -107,4 +103,5 @@ for w in r.get("warnings", []):
     print(f"WARNING: {w}")
 print(f"retrieval_learned: {r.get('retrieval_learned')}")
 PY
-echo "[models] total $((SECONDS - T0)) s"
+echo "[models] total $(( $(date +%s) - T_START )) s"
+rm -rf "$OUT/logs"
