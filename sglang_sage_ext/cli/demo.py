@@ -35,6 +35,10 @@ from sglang_sage_ext.cli.bench import throughput as tp
 from sglang_sage_ext.cli.bench.runner import BenchError, Endpoint
 
 CPU_CAVEAT = "CPU run: a smoke test of the wiring, not a measurement"
+TINY_CAVEAT = (
+    "tiny model: a few requests on 2 layers measure server overheads, not attention; "
+    "measure with `sglang-sage bench throughput --model-path <your model>` or bench_serving"
+)
 TOP_K = 5
 
 
@@ -219,6 +223,8 @@ def run_demo(model_path: str | None, output_dir: Path, cost_model: str) -> None:
     problem = verdict.no_sage_problem(doc["sage_stats"].get("sage"))
     smoke = verdict.smoke_reason(run["servers"], doc["sage_stats"].get("sage"))
     doc["caveats"] = [verdict.SMOKE_CAVEAT.format(why=smoke)] if smoke else []
+    if model_path is None and not cpu:
+        doc["caveats"].append(TINY_CAVEAT)
     doc["sage_ran"] = problem is None
     _report(doc, baseline)
     path = runner.write_result(output_dir, "demo", doc)
