@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_python(code: str, *, env: dict[str, str | None] | None = None, timeout: float = 300) -> str:
@@ -30,3 +31,12 @@ def run_python(code: str, *, env: dict[str, str | None] | None = None, timeout: 
             f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc.stdout
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write `files` ({relative path: text}) under `root`, e.g. a fake package; returns root."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root

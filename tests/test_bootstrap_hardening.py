@@ -13,7 +13,7 @@ import pytest
 
 from sglang_sage_ext.backend import stats
 from sglang_sage_ext.integration import compat, hooks
-from tests._subproc import run_python
+from tests._subproc import run_python, write_tree
 
 # (case, files of a user's own package named sglang, module to import, patch point)
 UNRELATED = [
@@ -52,14 +52,6 @@ UNRELATED = [
 ]
 
 
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 @pytest.mark.parametrize(
     ("files", "module", "point"), [c[1:] for c in UNRELATED], ids=[c[0] for c in UNRELATED]
 )
@@ -67,7 +59,7 @@ def test_unrelated_sglang_package_gets_no_patch_and_no_output(tmp_path, files, m
     import subprocess
     import sys
 
-    root = _write(tmp_path / "mine", files)
+    root = write_tree(tmp_path / "mine", files)
     code = (
         f"import json, {module} as m; from sglang_sage_ext.integration import status; "
         "print(json.dumps([status.snapshot(), getattr(m, 'ATTENTION_BACKEND_CHOICES', None), "

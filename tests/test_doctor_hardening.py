@@ -17,6 +17,7 @@ import pytest
 from sglang_sage_ext import env
 from sglang_sage_ext.cli import doctor
 from sglang_sage_ext.cli.doctor import BROKEN, DEGRADED, OK
+from tests._subproc import write_tree
 
 SCRIPT = Path(sys.executable).parent / "sglang-sage"
 
@@ -86,21 +87,13 @@ def _doctor(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPro
     )
 
 
-def _fake_package(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 @pytest.mark.parametrize(
     ("files", "failure", "fix"),
     [case[1:] for case in BROKEN_IMPORTS],
     ids=[case[0] for case in BROKEN_IMPORTS],
 )
 def test_broken_sglang_import_is_one_fail_line(tmp_path, files, failure, fix):
-    fake = _fake_package(tmp_path / "fake", files)
+    fake = write_tree(tmp_path / "fake", files)
     text = _doctor(tmp_path, PYTHONPATH=str(fake))
     output = text.stdout + text.stderr
     assert text.returncode == 2, output
@@ -122,7 +115,7 @@ def test_broken_sglang_import_is_one_fail_line(tmp_path, files, failure, fix):
 
 
 def test_torchvision_failure_shows_the_versions_involved(tmp_path):
-    fake = _fake_package(tmp_path / "fake", BROKEN_IMPORTS[0][1])
+    fake = write_tree(tmp_path / "fake", BROKEN_IMPORTS[0][1])
     report = json.loads(_doctor(tmp_path, "--json", PYTHONPATH=str(fake)).stdout)
     value = next(c["value"] for c in report["checks"] if c["level"] == BROKEN)
     assert "installed: torch " in value and "torchvision " in value and "transformers " in value
