@@ -39,6 +39,10 @@ CPU_ARGS: tuple[str, ...] = (
     "--max-total-tokens",
     "4096",
     "--disable-cuda-graph",
+    # one scheduler thread: Triton's interpreter is not thread-safe, and the overlap scheduler
+    # (0.4.x on CPU) runs the forward in a second thread while the scheduler thread interprets
+    # write_req_to_token_pool_triton ("Did you forget to add @triton.jit?", seen on 0.4.10)
+    "--disable-overlap-schedule",
     "--mem-fraction-static",
     "0.05",
     "--log-level",
