@@ -45,7 +45,7 @@ COST_MODEL_ENV = "SGLANG_SAGE_COST_MODEL"
 DEFAULT_MIN_TOKENS = 16  # = env.BY_NAME[MIN_TOKENS_ENV].default (a test keeps them equal)
 
 SAGE_HEAD_DIMS = (64, 128)  # sageattn_varlen 1.0.6 asserts head_dim in [64, 128]
-PAGED_HEAD_DIMS = (64, 96, 128)  # the paged kernel (sage_extend_kernel), D padded to 128
+PAGED_HEAD_DIMS = (64, 96, 128)  # the paged kernel (kernels.paged_sage), D padded to 128
 SAGE_DTYPES = ("float16", "bfloat16")
 SAGE_FORWARD_MODES = ("EXTEND", "MIXED")
 

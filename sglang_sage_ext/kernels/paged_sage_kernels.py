@@ -26,7 +26,8 @@ has no paged-KV input, so this module implements the same method for SGLang's ex
   for FP16 P·V. Whether that is acceptable is a model-level question (perplexity), not a kernel
   one; `pv_mode="fp16"` is the accurate choice.
 
-Data flow, three launches per call (all asynchronous, no host synchronization):
+Data flow, two launches per layer call (three with FP8 P·V; asynchronous, no host sync; the
+launcher and the per-batch plan are in `paged_sage` and `paged_plan`):
 
 1. (fp8 only) `_kv_prep_kernel[STATS]`: per 64-key block, |V| amax per channel, atomic max into
    `vmax[B, Hkv, D]` (max is order independent, so this is deterministic).
@@ -43,7 +44,8 @@ Data flow, three launches per call (all asynchronous, no host synchronization):
    bytes of the bf16 prefix in fp8 mode, and it lets the hot loop read contiguous tiles without
    an index load per key. V is written transposed (token index contiguous) because Hopper's FP8
    wgmma needs its B operand K-major (as in Triton's fused-attention tutorial).
-3. `_sage_extend_fwd`: grid (query tiles, Hq, B). Q is quantized in the kernel (once per
+3. `_sage_extend_fwd`: grid (tiles, Hq) over the plan's (request, query tile) map, heaviest
+   first. Q is quantized in the kernel (once per
    program). Keys below `prefix + first query of the tile` are visible to every row of the
    tile and run unmasked; the remaining at most BLOCK_M / BLOCK_N + 1 tiles apply the
    bottom-right causal mask `key <= prefix + query`.

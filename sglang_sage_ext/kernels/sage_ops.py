@@ -3,7 +3,7 @@
 * `sage_extend`: SageAttention 1.0.6 `sageattn_varlen` (Zhang et al., "SageAttention: Accurate
   8-Bit Attention for Plug-and-play Inference Acceleration", ICLR 2025, arXiv:2410.02367):
   INT8 Q/K per block after smoothing K, FP16 PV. Prefix-free batches only (top-left mask).
-* `sage_extend_paged`: the project's Triton kernel (`sage_extend_kernel`), same method with a
+* `sage_extend_paged`: the project's Triton kernel (`paged_sage`), same method with a
   bottom-right mask over the paged prefix: any batch, including radix hits, chunked prefill and
   MIXED batches (the default for every Sage batch).
 """
