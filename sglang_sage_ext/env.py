@@ -128,6 +128,13 @@ VARIABLES: tuple[Var, ...] = (
         "P·V precision of the paged kernel",
         choices=("fp16", "fp8", "auto"),
     ),
+    Var(
+        "SGLANG_SAGE_KERNEL",
+        CHOICE,
+        "auto",
+        "Sage extend kernel: auto (the Hopper CUDA kernel on sm90 where it builds), cuda, triton",
+        choices=("auto", "cuda", "triton"),
+    ),
     Var("SGLANG_SAGE_MIN_TOKENS", INT, 16, "smallest batch sent to Sage", minimum=1),
     Var("SGLANG_SAGE_STATS_DIR", DIR, None, "where each process writes its Sage/fallback counts"),
     Var(

@@ -141,21 +141,28 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         self._paged_mode = "all" if cpu_interpret else fallback.paged_kernel_mode()
         self._paged_ok = self._paged_mode != "off" and paged_problem is None
         self._paged_pv = kernels.paged_pv_mode()
+        self._paged_kernel, self.kernel_summary = "triton", "Triton"
         self.cost_table = cost_model.load_table(capability, self.native_name)
         self._cost_model_on = fallback.cost_model_enabled()
         if self.sage_unavailable is not None:
             detail = problem if self.sage_unavailable is Reason.SAGEATTENTION_UNAVAILABLE else ""
             STATS.announce(self.sage_unavailable, detail)
             return
+        if device_type == "cuda" and self._paged_ok:
+            gpu = torch.device("cuda", getattr(model_runner, "gpu_id", torch.cuda.current_device()))
+            self._paged_kernel, self.kernel_summary = kernels.paged_kernel_choice(
+                gpu, self._paged_pv
+            )
         where = (
             "CPU, Triton interpreter" if cpu_interpret else f"GPU sm{capability[0]}{capability[1]}"
         )
         routing = self.cost_table.describe() if self._cost_model_on else "cost model off"
         logger.info(
-            "sage_attn: Sage extend path on (%s): %s; routing: %s; every other extend batch on "
-            "the native backend %s",
+            "sage_attn: Sage extend path on (%s): %s, kernel %s; routing: %s; every other extend "
+            "batch on the native backend %s",
             where,
             kernels.extend_route_summary(self._paged_mode, paged_problem, self._paged_pv),
+            self.kernel_summary,
             routing,
             self.native_name,
         )
@@ -296,7 +303,9 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         if call.paged:
             route = self._batch
             plan = route.plan if route is not None and route.kind == "sage" else None
-            kernels.sage_extend_paged(params, self._paged_pv, plan, self._workspace)
+            kernels.sage_extend_paged(
+                params, self._paged_pv, plan, self._workspace, self._paged_kernel
+            )
             STATS.record_sage(call.num_tokens, "sage_paged")
             return None
         kernels.sage_extend(

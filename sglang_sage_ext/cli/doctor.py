@@ -182,6 +182,18 @@ def _routing(report: Report) -> None:
     report.add("routing under sage_attn", f"exact path {name}; table {table.describe()}")
 
 
+def _kernel(report: Report) -> None:
+    """Which Sage extend kernel a server on this machine would run (builds the CUDA one)."""
+    import torch
+
+    from sglang_sage_ext.kernels import sage_ops
+
+    text = "Triton (no CUDA GPU)"
+    if torch.cuda.is_available():
+        _, text = sage_ops.paged_kernel_choice(torch.device("cuda"), sage_ops.paged_pv_mode())
+    report.add("Sage extend kernel", text)
+
+
 def _decode(report: Report) -> None:
     from sglang_sage_ext.integration.native import best_decode_backend
 
@@ -339,6 +351,7 @@ def run(*, spawn_child: bool = True) -> Report:
         _isolated(report, "extend under sage_attn", _extend_route)
         _isolated(report, "decode under sage_attn", _decode)
         _isolated(report, "routing under sage_attn", _routing)
+        _isolated(report, "Sage extend kernel", _kernel)
         _isolated(report, "patches [this process]", _this_process, features.has_native_plugins)
         if spawn_child:
             _isolated(report, "spawn child", _spawn_child, features.has_native_plugins)

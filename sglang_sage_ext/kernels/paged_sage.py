@@ -7,12 +7,14 @@ the per-batch shapes come from an `ExtendPlan` built once per forward batch.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from sglang_sage_ext.kernels import sage_sm90
 from sglang_sage_ext.kernels.paged_plan import (
     ExtendPlan,
     Workspace,
@@ -40,6 +42,8 @@ CONFIGS: tuple[dict[str, int], ...] = (
 #: ourselves first, so the conversion is exact and CPU tests see what the GPU's cvt.rn computes.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DEFAULT_WORKSPACE = Workspace()
+_LOGGED: set[str] = set()
+logger = logging.getLogger("sglang_sage_ext")
 _CAPABILITY: dict[int | None, tuple[int, int]] = {}
 
 
@@ -97,6 +101,7 @@ def sage_extend_attention(
     config: dict[str, int] | None = None,
     plan: ExtendPlan | None = None,
     workspace: Workspace | None = None,
+    kernel: str = "triton",
 ) -> dict[str, int] | None:
     """Sage (INT8 QK, FP8/FP16 PV) attention of an SGLang extend batch into `o`.
 
@@ -110,14 +115,20 @@ def sage_extend_attention(
     from the indptrs, which waits for the GPU once. `workspace`: reused packed buffers (default:
     one per process). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
     configuration (benchmarks); then the compiled kernel's metadata is returned, else None.
+    `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`, FP16 P·V, D=128;
+    the caller checks `sage_sm90.problem()` first).
     """
     batch = qo_indptr.numel() - 1
     if batch <= 0 or max_len_extend <= 0:
         return None
     _check_inputs(q, k, v, o, k_buffer, v_buffer)
     plan = plan if plan is not None else plan_from_indptr(qo_indptr, kv_indptr)
-    pv_fp8 = resolve_pv_mode(pv_mode, q.device)
+    pv_fp8 = resolve_pv_mode(pv_mode, q.device) and kernel != "sm90"
     head_dim = q.shape[2]
+    if kernel == "sm90" and head_dim not in sage_sm90.HEAD_DIMS:
+        raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
+    if kernel == "sm90":
+        kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
     block_d = triton.next_power_of_2(head_dim)
     hkv = k.shape[1]
     kq, ks, vq, vmax = (workspace or _DEFAULT_WORKSPACE).buffers(
@@ -133,12 +144,29 @@ def sage_extend_attention(
     if pv_fp8:
         _kv_prep_kernel[(plan.n_blk, hkv)](*prep_args, STATS=True, PV_FP8=True, **prep)
     _kv_prep_kernel[(plan.n_blk, hkv)](*prep_args, STATS=False, PV_FP8=pv_fp8, **prep)
+    scale = sm_scale if sm_scale is not None else head_dim**-0.5
+    if kernel == "sm90":
+        sage_sm90.launch(
+            q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
+            plan.tiles(sage_sm90.block_m()), scale * _LOG2E,
+        )  # fmt: skip
+        return None
     cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))
     compiled = _launch_attention(
-        q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, pv_fp8,
-        sm_scale if sm_scale is not None else head_dim**-0.5,
+        q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, pv_fp8, scale
     )  # fmt: skip
     return compiled_metadata(compiled) if config is not None else None
+
+
+def _sm90_or_triton(q, o, qo_indptr, kv_indptr) -> str:
+    """ "sm90", or "triton" (logged once per reason) for a layout the CUDA kernel cannot read."""
+    problem = sage_sm90.layout_problem(q, o, qo_indptr, kv_indptr)
+    if problem is None:
+        return "sm90"
+    if problem not in _LOGGED:
+        _LOGGED.add(problem)
+        logger.warning("sage_attn: %s; this call runs the Triton Sage kernel", problem)
+    return "triton"
 
 
 def _launch_attention(q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, pv_fp8, sm_scale):

@@ -100,6 +100,32 @@ def paged_pv_mode() -> str:
     return str(env.value(PAGED_PV_ENV, logger.warning))  # invalid: fp16, with one warning
 
 
+KERNEL_ENV = "SGLANG_SAGE_KERNEL"
+
+
+def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
+    """("sm90" | "triton", one line for the log and `doctor`): which kernel runs Sage batches.
+
+    The Hopper CUDA kernel (`sage_sm90`, FP16 P·V, head_dim 128) where SGLANG_SAGE_KERNEL is
+    auto or cuda and it builds here (the first call compiles it with nvcc and caches the
+    cubin); the Triton kernel otherwise, and for head dims the CUDA kernel was not built for.
+    """
+    choice = str(env.value(KERNEL_ENV, logger.warning))
+    if choice == "triton":
+        return "triton", "Triton (SGLANG_SAGE_KERNEL=triton)"
+    if pv_mode != "fp16":
+        why = f"the Hopper CUDA kernel is FP16 P·V; SGLANG_SAGE_EXTEND_PV={pv_mode}"
+        return "triton", f"Triton ({why})"
+    from sglang_sage_ext.kernels import sage_sm90
+
+    problem = sage_sm90.problem(device, 128)
+    if problem is None:
+        return "sm90", f"Hopper CUDA kernel ({sage_sm90.describe()}; head_dim != 128 on Triton)"
+    if choice == "cuda":
+        logger.warning("sage_attn: SGLANG_SAGE_KERNEL=cuda but %s; using Triton", problem)
+    return "triton", f"Triton ({problem})"
+
+
 def extend_route_summary(mode: str, paged_problem: str | None, pv_mode: str) -> str:
     """Which kernel takes which Sage extend batches, in words (startup log and `doctor`)."""
     paged = f"the paged Sage kernel (P·V {pv_mode})"
@@ -116,17 +142,22 @@ def sage_extend_paged(
     pv_mode: str,
     plan: Any = None,
     workspace: Any = None,
+    kernel: str = "triton",
 ) -> None:
     """Sage attention of an extend batch (cached prefixes or not), from SGLang's kernel arguments.
 
     `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
     qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
     `plan` / `workspace`: the forward batch's `paged_plan.ExtendPlan` and the reused buffers.
+    `kernel`: `paged_kernel_choice()`'s pick; "sm90" runs head_dim 128 only.
     """
     from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
+    q = params["q_extend"]
+    if kernel == "sm90" and q.shape[-1] != 128:
+        kernel = "triton"
     sage_extend_attention(
-        params["q_extend"],
+        q,
         params["k_extend"],
         params["v_extend"],
         params["o_extend"],
@@ -140,4 +171,5 @@ def sage_extend_paged(
         pv_mode=pv_mode,
         plan=plan,
         workspace=workspace,
+        kernel=kernel,
     )

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""The Hopper CUDA Sage kernel (kernels/sage_sm90) on one GPU: correctness, then TFLOP/s.
+
+Not a test. Per shape (bf16, D=128, SGLang's extend layout with a scattered KV pool):
+* correctness: rel-L2 vs float64 for sm90 and the Triton kernel (FP16 P·V), outputs poisoned
+  with NaN first so an unwritten row shows; the two Sage kernels must also agree closely;
+* speed: triton.testing.do_bench medians of the whole call (pre-pass + attention), of the
+  sm90 attention launch alone, of the Triton kernel, and of cuDNN SDPA (prefill shapes,
+  is_causal; chunk shapes with a bottom-right mask). FLOPs count visible (query, key) pairs
+  (causal halved): 4 * Hq * D * pairs.
+
+usage: python3 bench/sm90_bench.py --out DIR [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+D = 128
+LOG2E = 1.4426950408889634
+
+
+class Batch:
+    """An extend batch: per request (new tokens, prefix tokens); fresh random inputs."""
+
+    def __init__(self, ext, pre, hq, hkv, seed, dtype=torch.bfloat16):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        self.ext, self.pre, self.hq, self.hkv, self.dtype = list(ext), list(pre), hq, hkv, dtype
+        t, p = sum(ext), sum(pre)
+        rnd = lambda *s: torch.randn(*s, generator=g, device="cuda").to(dtype)  # noqa: E731
+        self.q, self.k, self.v = rnd(t, hq, D), rnd(t, hkv, D), rnd(t, hkv, D)
+        pool = p + 4096
+        self.k_buffer, self.v_buffer = rnd(pool, hkv, D), rnd(pool, hkv, D)
+        self.kv_indices = torch.randperm(pool, generator=g, device="cuda")[:p].to(torch.int64)
+        cum = lambda xs: torch.tensor([0, *torch.tensor(xs).cumsum(0).tolist()], device="cuda")  # noqa: E731
+        self.qo_indptr = cum(ext).to(torch.int32)
+        self.kv_indptr = cum(pre).to(torch.int32)
+        self.o = torch.empty_like(self.q)
+
+    def pairs(self) -> float:
+        return float(sum(e * p + e * (e + 1) / 2 for e, p in zip(self.ext, self.pre, strict=True)))
+
+    def flops(self) -> float:
+        return 4.0 * self.hq * D * self.pairs()
+
+    def request(self, b):
+        """(q, k_all, v_all) of request b in [S, H, D]."""
+        q0, p0 = int(self.qo_indptr[b]), int(self.kv_indptr[b])
+        q1, p1 = int(self.qo_indptr[b + 1]), int(self.kv_indptr[b + 1])
+        idx = self.kv_indices[p0:p1]
+        k = torch.cat([self.k_buffer[idx], self.k[q0:q1]])
+        v = torch.cat([self.v_buffer[idx], self.v[q0:q1]])
+        return self.q[q0:q1], k, v
+
+    def reference(self) -> torch.Tensor:
+        out = []
+        g = self.hq // self.hkv
+        for b in range(len(self.ext)):
+            q, k, v = (x.double().transpose(0, 1) for x in self.request(b))
+            k, v = k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+            i = torch.arange(q.shape[1], device="cuda")[:, None]
+            j = torch.arange(k.shape[1], device="cuda")[None, :]
+            s = s.masked_fill(j > i + self.pre[b], float("-inf"))
+            out.append((s.softmax(-1) @ v).transpose(0, 1))
+        return torch.cat(out)
+
+    def sage(self, kernel, plan, ws):
+        from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
+
+        sage_extend_attention(
+            self.q, self.k, self.v, self.o, self.k_buffer, self.v_buffer, self.qo_indptr,
+            self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode="fp16",
+            plan=plan, workspace=ws, kernel=kernel,
+        )  # fmt: skip
+        return self.o
+
+
+def rel_l2(o, ref):
+    return float((o.double() - ref).norm() / ref.norm())
+
+
+def check(name, batch, out_rows):
+    from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
+
+    ref = batch.reference()
+    plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
+    row = {"shape": name}
+    outs = {}
+    for kernel in ("sm90", "triton"):
+        batch.o.fill_(float("nan"))
+        o = batch.sage(kernel, plan, ws).clone()
+        torch.cuda.synchronize()
+        row[f"{kernel}_nan"] = bool(o.isnan().any())
+        row[f"{kernel}_rel_l2"] = rel_l2(o, ref)
+        outs[kernel] = o
+    row["sm90_vs_triton"] = rel_l2(outs["sm90"], outs["triton"].double())
+    out_rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def cudnn_call(batch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+
+    assert len(batch.ext) == 1
+    q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in batch.request(0))
+    g = batch.hq // batch.hkv
+    ke, ve = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    sq, skv = q.shape[2], k.shape[2]
+
+    def run():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            if sq == skv:
+                return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
+            mask = causal_lower_right(sq, skv)
+            return F.scaled_dot_product_attention(q, ke, ve, attn_mask=mask)
+
+    return run
+
+
+def speed(name, batch, out_rows):
+    from sglang_sage_ext.kernels import sage_sm90
+    from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
+
+    plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
+    fl = batch.flops()
+    row = {"shape": name, "pairs": batch.pairs()}
+    batch.sage("sm90", plan, ws)
+    kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, len(batch.ext), False, batch.q.device)
+
+    def attn_only(wgs):
+        tiles = plan.tiles(sage_sm90.block_m(wgs))
+        return lambda: sage_sm90.launch(
+            batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
+            tiles, D**-0.5 * LOG2E, warpgroups=wgs,
+        )  # fmt: skip
+
+    fns = {
+        "sm90": lambda: batch.sage("sm90", plan, ws),
+        "sm90_attn_only": attn_only(2),
+        "sm90_1wg_attn_only": attn_only(1),
+        "triton_fp16": lambda: batch.sage("triton", plan, ws),
+    }
+    if len(batch.ext) == 1:
+        fns["cudnn"] = cudnn_call(batch)
+    for key, fn in fns.items():
+        try:
+            ms = do_bench(fn, warmup=50, rep=300, return_mode="median")
+            row[key] = round(fl / ms / 1e9, 1)
+        except Exception as exc:  # a comparator that refuses a shape is reported, not fatal
+            row[key] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    out_rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
+CHECKS = {
+    "prefill_1000_32q8kv": ([1000], [0], 32, 8),
+    "chunk_300_over_1700": ([300], [1700], 32, 8),
+    "mixed_batch": ([1, 77, 200, 1024], [5000, 0, 130, 64], 32, 8),
+    "prefill_2048_28q4kv": ([2048], [0], 28, 4),
+}
+SPEED = {
+    "prefill_2k_28q4kv": ([2048], [0], 28, 4),
+    "prefill_4k": ([4096], [0], 32, 8),
+    "prefill_8k": ([8192], [0], 32, 8),
+    "prefill_16k_28q4kv": ([16384], [0], 28, 4),
+    "prefill_16k": ([16384], [0], 32, 8),
+    "prefill_32k": ([32768], [0], 32, 8),
+    "chunk_8k_over_24k": ([8192], [24576], 32, 8),
+    "16x_3k_prefix_1k_new": ([1024] * 16, [3072] * 16, 32, 8),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="checks and two speed shapes only")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from sglang_sage_ext.kernels import sage_sm90
+
+    t0 = time.perf_counter()
+    path, secs = sage_sm90.build_cubin()
+    print(f"build: {secs:.1f} s ({path}); problem: {sage_sm90.problem(torch.device('cuda'), D)}")
+    print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    checks, speeds = [], []
+    for i, (name, (ext, pre, hq, hkv)) in enumerate(CHECKS.items()):
+        check(name, Batch(ext, pre, hq, hkv, seed=i), checks)
+    check("prefill_1000_fp16", Batch([1000], [0], 32, 8, seed=9, dtype=torch.float16), checks)
+    shapes = list(SPEED.items())[:2] if args.quick else SPEED.items()
+    for i, (name, (ext, pre, hq, hkv)) in enumerate(shapes):
+        speed(name, Batch(ext, pre, hq, hkv, seed=100 + i), speeds)
+    result = {"gpu": torch.cuda.get_device_name(), "checks": checks, "speed": speeds}
+    (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{'shape':24} {'sm90':>7} {'attn':>7} {'1wg':>7} {'triton':>7} {'cudnn':>7}")
+    for r in speeds:
+        keys = ("sm90", "sm90_attn_only", "sm90_1wg_attn_only", "triton_fp16", "cudnn")
+        vals = [r.get(k, "-") for k in keys]
+        print(
+            f"{r['shape']:24} " + " ".join(f"{v if isinstance(v, float) else 'x':>7}" for v in vals)
+        )
+    for r in checks:
+        print(
+            f"{r['shape']:24} rel-L2 sm90 {r['sm90_rel_l2']:.2e} triton {r['triton_rel_l2']:.2e} "
+            f"sm90-vs-triton {r['sm90_vs_triton']:.2e} nan {r['sm90_nan']}/{r['triton_nan']}"
+        )
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

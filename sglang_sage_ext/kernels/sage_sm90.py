@@ -1,0 +1,242 @@
+"""The Hopper (sm_90a) Sage attention kernel: build once with nvcc, cache, launch via the driver.
+
+`csrc/sage_sm90.cu` is CUDA C++ with wgmma (INT8 Q·K^T, FP16 P·V), which Triton 3.x cannot
+express with the overlap it needs (bench/results/kernel_notes.md). It is compiled on first use
+with the nvcc that SGLang's own JIT kernels already require, to a cubin cached under
+`~/.cache/sglang_sage_ext/` (key: source, nvcc version, flags), and loaded through the CUDA
+driver API with ctypes: no host compiler, no torch extension ABI, and launches go to the
+caller's stream, so CUDA-graph capture works. Where anything is missing (no nvcc, not sm90, a
+build error), `problem()` says why in one line and callers keep the Triton kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("sglang_sage_ext")
+
+SOURCE = Path(__file__).with_name("csrc") / "sage_sm90.cu"
+KERNEL_NAME = b"sage_sm90_fwd"
+#: Warpgroups per CTA (each owns 64 query rows; they share every K/V tile in shared memory).
+WARPGROUPS = 1
+#: Head dims the kernel is built for.
+HEAD_DIMS = (128,)
+NVCC_FLAGS = ("-cubin", "-gencode", "arch=compute_90a,code=sm_90a", "-O3", "--use_fast_math")
+_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+
+
+def block_m(warpgroups: int = WARPGROUPS) -> int:
+    """Query rows per CTA: the plan's tile map must be built with this block size."""
+    return 64 * warpgroups
+
+
+def smem_bytes(warpgroups: int = WARPGROUPS) -> int:
+    """Dynamic shared memory: 1 KB alignment slack, Q, 2 x (K 16 KB + V 32 KB), scales."""
+    return 1024 + 8192 * warpgroups + 2 * 16384 + 2 * 32768 + 2 * 128 * 4 + 256 * warpgroups
+
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+class _Params(ctypes.Structure):
+    """Mirror of `Params` in csrc/sage_sm90.cu (same field order, C alignment)."""
+
+    _fields_ = [
+        ("q", ctypes.c_void_p),
+        ("o", ctypes.c_void_p),
+        ("kq", ctypes.c_void_p),
+        ("ks", ctypes.c_void_p),
+        ("vq", ctypes.c_void_p),
+        ("qo_indptr", ctypes.c_void_p),
+        ("kv_indptr", ctypes.c_void_p),
+        ("blk_indptr", ctypes.c_void_p),
+        ("tiles", ctypes.c_void_p),
+        ("stride_qn", ctypes.c_longlong),
+        ("stride_qh", ctypes.c_longlong),
+        ("stride_on", ctypes.c_longlong),
+        ("stride_oh", ctypes.c_longlong),
+        ("qk_scale", ctypes.c_float),
+        ("group", ctypes.c_int),
+        ("n_pad", ctypes.c_int),
+        ("indptr64", ctypes.c_int),
+        ("out_bf16", ctypes.c_int),
+    ]
+
+
+def find_nvcc() -> str | None:
+    """nvcc from CUDA_HOME / CUDA_PATH, PATH, or /usr/local/cuda (as SGLang's JIT looks)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(var)
+        if root and os.access(os.path.join(root, "bin", "nvcc"), os.X_OK):
+            return os.path.join(root, "bin", "nvcc")
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    default = "/usr/local/cuda/bin/nvcc"
+    return default if os.access(default, os.X_OK) else None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "sglang_sage_ext"
+
+
+def _nvcc_version(nvcc: str) -> str:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "unknown"
+
+
+def build_cubin(nvcc: str | None = None, warpgroups: int = WARPGROUPS) -> tuple[Path, float]:
+    """Compile the kernel (or find it cached); returns (cubin path, build seconds; 0 if cached).
+
+    Raises RuntimeError with nvcc's message when the build fails.
+    """
+    nvcc = nvcc or find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    flags = (*NVCC_FLAGS, f"-DSAGE_WARPGROUPS={warpgroups}")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + _nvcc_version(nvcc).encode() + " ".join(flags).encode())
+    target = cache_dir() / f"sage_sm90-{key.hexdigest()[:16]}.cubin"
+    if target.is_file():
+        return target, 0.0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        proc = subprocess.run(
+            [nvcc, *flags, "-o", str(out), str(SOURCE)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise RuntimeError("nvcc failed: " + " | ".join(tail))
+        os.replace(out, target)  # atomic: concurrent builders (TP ranks) agree on one file
+    return target, time.perf_counter() - t0
+
+
+def _driver() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libcuda.so.1")
+    for name in ("cuModuleLoadData", "cuModuleGetFunction", "cuFuncSetAttribute", "cuLaunchKernel"):
+        getattr(lib, name).restype = ctypes.c_int
+    return lib
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"{what} failed with CUDA driver error {result}")
+
+
+def _load(device: torch.device, warpgroups: int) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
+    """The kernel function for `device`'s context (loaded once per device and variant)."""
+    key = f"fn:{device.index}:{warpgroups}"
+    with _lock:
+        if key in _state:
+            return _state[key]  # type: ignore[return-value]
+        path, seconds = build_cubin(warpgroups=warpgroups)
+        _state["build"] = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
+        if seconds:
+            logger.info("sage_attn: built the Hopper Sage kernel in %.1f s (%s)", seconds, path)
+        lib = _driver()
+        with torch.cuda.device(device):
+            torch.cuda.current_stream(device)  # makes the primary context current here
+            module = ctypes.c_void_p()
+            image = path.read_bytes()
+            _check(lib.cuModuleLoadData(ctypes.byref(module), image), "cuModuleLoadData")
+            fn = ctypes.c_void_p()
+            _check(
+                lib.cuModuleGetFunction(ctypes.byref(fn), module, KERNEL_NAME),
+                "cuModuleGetFunction",
+            )
+            _check(
+                lib.cuFuncSetAttribute(
+                    fn, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_bytes(warpgroups)
+                ),
+                "cuFuncSetAttribute",
+            )
+        _state[key] = (lib, fn)
+        return lib, fn
+
+
+def describe() -> str:
+    """The kernel in a few words, with how the cubin was obtained (after `problem()`)."""
+    how = _state.get("build", "not built")
+    return f"sm_90a wgmma, INT8 Q·K, FP16 P·V, {64 * WARPGROUPS} rows per CTA; {how}"
+
+
+def problem(device: torch.device, head_dim: int) -> str | None:
+    """Why the Hopper kernel cannot run here (one line), or None when it can (builds it)."""
+    if device.type != "cuda":
+        return "not a CUDA device"
+    if torch.cuda.get_device_capability(device) != (9, 0):
+        return "not an sm90 GPU"
+    if head_dim not in HEAD_DIMS:
+        return f"head_dim {head_dim} (built for {HEAD_DIMS})"
+    try:
+        _load(device, WARPGROUPS)
+    except Exception as exc:  # any build or load failure means: keep the Triton kernel
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def layout_problem(
+    q: torch.Tensor, o: torch.Tensor, qo_indptr: torch.Tensor, kv_indptr: torch.Tensor
+) -> str | None:
+    """Why the kernel (16-byte loads of Q rows) cannot read these tensors, or None."""
+    if q.dtype not in (torch.bfloat16, torch.float16) or o.dtype != q.dtype:
+        return f"q/o dtypes {q.dtype}/{o.dtype} (bf16 or fp16, equal)"
+    if qo_indptr.dtype != kv_indptr.dtype or qo_indptr.dtype not in (torch.int32, torch.int64):
+        return f"indptr dtypes {qo_indptr.dtype}/{kv_indptr.dtype}"
+    size = q.element_size()
+    if q.data_ptr() % 16 or (q.stride(0) * size) % 16 or (q.stride(1) * size) % 16:
+        return "q rows are not 16-byte aligned"
+    if o.data_ptr() % 4 or (o.stride(0) * size) % 4 or (o.stride(1) * size) % 4:
+        return "o rows are not 4-byte aligned"
+    return None
+
+
+def launch(
+    q: torch.Tensor,
+    o: torch.Tensor,
+    kq: torch.Tensor,
+    ks: torch.Tensor,
+    vq: torch.Tensor,
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    blk_indptr: torch.Tensor,
+    tiles: torch.Tensor,
+    qk_scale: float,
+    warpgroups: int = WARPGROUPS,
+) -> None:
+    """One launch over `tiles` (the plan's `block_m(warpgroups)` tile map) x query heads."""
+    lib, fn = _load(q.device, warpgroups)
+    hkv, n_pad, _ = kq.shape
+    params = _Params(
+        q.data_ptr(), o.data_ptr(), kq.data_ptr(), ks.data_ptr(), vq.data_ptr(),
+        qo_indptr.data_ptr(), kv_indptr.data_ptr(), blk_indptr.data_ptr(), tiles.data_ptr(),
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), qk_scale, q.shape[1] // hkv, n_pad,
+        int(qo_indptr.dtype == torch.int64), int(q.dtype == torch.bfloat16),
+    )  # fmt: skip
+    args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
+    stream = torch.cuda.current_stream(q.device).cuda_stream
+    _check(
+        lib.cuLaunchKernel(
+            fn, tiles.shape[0], q.shape[1], 1, 128 * warpgroups, 1, 1, smem_bytes(warpgroups),
+            ctypes.c_void_p(stream), args, None,
+        ),
+        "cuLaunchKernel",
+    )  # fmt: skip

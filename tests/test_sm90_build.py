@@ -1,0 +1,106 @@
+"""The Hopper CUDA kernel's build, cache and selection, on a machine without a GPU.
+
+The kernel itself runs in tests/gpu (marked gpu); here: nvcc compiles the real source to an
+sm_90a cubin (where nvcc exists), the cache is reused, a failing or missing nvcc gives one
+line, the ctypes parameter block matches the C struct, and the kernel choice falls back to
+Triton with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+
+import pytest
+import torch
+
+from sglang_sage_ext.kernels import sage_ops, sage_sm90
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.skipif(sage_sm90.find_nvcc() is None, reason="needs nvcc")
+def test_real_source_builds_for_sm90a_and_is_cached(cache):
+    path, seconds = sage_sm90.build_cubin()
+    assert seconds > 0
+    assert path.parent == cache / "sglang_sage_ext"
+    assert path.read_bytes()[:4] == b"\x7fELF"
+    again, seconds_again = sage_sm90.build_cubin()
+    assert (again, seconds_again) == (path, 0.0)
+    two_warpgroups, _ = sage_sm90.build_cubin(warpgroups=2)
+    assert two_warpgroups != path  # the variant is part of the cache key
+
+
+def _fake_nvcc(tmp_path, body: str) -> str:
+    script = tmp_path / "nvcc"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_a_failing_nvcc_is_one_line(cache, tmp_path):
+    nvcc = _fake_nvcc(
+        tmp_path,
+        'case "$1" in --version) echo "Cuda compilation tools, release 0.0";; '
+        '*) echo "sage_sm90.cu(1): error: something broke" >&2; exit 1;; esac\n',
+    )
+    with pytest.raises(RuntimeError, match=r"^nvcc failed: .*something broke"):
+        sage_sm90.build_cubin(nvcc)
+    assert not list((cache / "sglang_sage_ext").glob("*.cubin"))
+
+
+def test_no_nvcc_is_named(monkeypatch):
+    monkeypatch.setattr(sage_sm90, "find_nvcc", lambda: None)
+    with pytest.raises(RuntimeError, match="nvcc not found"):
+        sage_sm90.build_cubin()
+
+
+def test_find_nvcc_prefers_cuda_home(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    nvcc = _fake_nvcc(tmp_path / "bin", "exit 0\n")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    assert sage_sm90.find_nvcc() == nvcc
+
+
+def test_params_block_matches_the_c_struct():
+    # 9 pointers, 4 int64 strides, 1 float + 4 ints, padded to 8 bytes: csrc/sage_sm90.cu Params
+    offsets = {
+        name: getattr(sage_sm90._Params, name).offset for name, _ in sage_sm90._Params._fields_
+    }
+    assert offsets["q"] == 0 and offsets["tiles"] == 64
+    assert offsets["stride_qn"] == 72 and offsets["stride_oh"] == 96
+    assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 120
+    assert ctypes.sizeof(sage_sm90._Params) == 128
+    source = sage_sm90.SOURCE.read_text()
+    struct = source[
+        source.index("struct Params {") : source.index("};", source.index("struct Params {"))
+    ]
+    for name, _ in sage_sm90._Params._fields_:
+        assert name in struct, name
+
+
+def test_cpu_device_keeps_triton(monkeypatch):
+    monkeypatch.delenv("SGLANG_SAGE_KERNEL", raising=False)
+    assert sage_sm90.problem(torch.device("cpu"), 128) == "not a CUDA device"
+    kernel, text = sage_ops.paged_kernel_choice(torch.device("cpu"), "fp16")
+    assert (kernel, text) == ("triton", "Triton (not a CUDA device)")
+
+
+@pytest.mark.parametrize(
+    ("env", "pv", "reason"),
+    [("triton", "fp16", "SGLANG_SAGE_KERNEL=triton"), ("auto", "fp8", "FP16 P·V")],
+)
+def test_explicit_choices_keep_triton(monkeypatch, env, pv, reason):
+    monkeypatch.setenv("SGLANG_SAGE_KERNEL", env)
+    kernel, text = sage_ops.paged_kernel_choice(torch.device("cpu"), pv)
+    assert kernel == "triton" and reason in text
+
+
+def test_source_ships_in_the_package():
+    assert sage_sm90.SOURCE.is_file()
+    assert os.path.basename(sage_sm90.SOURCE.parent) == "csrc"
