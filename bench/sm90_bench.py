@@ -138,17 +138,20 @@ def speed(name, batch, out_rows):
     batch.sage("sm90", plan, ws)
     kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, len(batch.ext), False, batch.q.device)
 
-    def attn_only(wgs):
+    def attn_only(wgs, source=sage_sm90.SOURCE):
         tiles = plan.tiles(sage_sm90.block_m(wgs))
         return lambda: sage_sm90.launch(
             batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
-            tiles, D**-0.5 * LOG2E, warpgroups=wgs,
+            tiles, D**-0.5 * LOG2E, warpgroups=wgs, source=source,
         )  # fmt: skip
 
     fns = {
         "sm90": lambda: batch.sage("sm90", plan, ws),
-        "sm90_attn_only": attn_only(2),
-        "sm90_1wg_attn_only": attn_only(1),
+        "sm90_attn_only": attn_only(1),
+    }
+    for i, variant in enumerate(VARIANTS):
+        fns[f"variant{i}_attn_only"] = attn_only(1, variant)
+    fns |= {
         "triton_fp16": lambda: batch.sage("triton", plan, ws),
     }
     if len(batch.ext) == 1:
@@ -181,11 +184,22 @@ SPEED = {
 }
 
 
+VARIANTS: list[Path] = []
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true", help="checks and two speed shapes only")
+    ap.add_argument(
+        "--variant",
+        type=Path,
+        action="append",
+        default=[],
+        help="another .cu to time beside the shipped one (attention launch only)",
+    )
     args = ap.parse_args()
+    VARIANTS.extend(args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     from sglang_sage_ext.kernels import sage_sm90
 
@@ -202,9 +216,11 @@ def main() -> int:
         speed(name, Batch(ext, pre, hq, hkv, seed=100 + i), speeds)
     result = {"gpu": torch.cuda.get_device_name(), "checks": checks, "speed": speeds}
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
-    print(f"\n{'shape':24} {'sm90':>7} {'attn':>7} {'1wg':>7} {'triton':>7} {'cudnn':>7}")
+    variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]
+    heads = ["sm90", "attn", *(f"var{i}" for i in range(len(VARIANTS))), "triton", "cudnn"]
+    print("\n" + f"{'shape':24} " + " ".join(f"{h:>7}" for h in heads))
     for r in speeds:
-        keys = ("sm90", "sm90_attn_only", "sm90_1wg_attn_only", "triton_fp16", "cudnn")
+        keys = ("sm90", "sm90_attn_only", *variants, "triton_fp16", "cudnn")
         vals = [r.get(k, "-") for k in keys]
         print(
             f"{r['shape']:24} " + " ".join(f"{v if isinstance(v, float) else 'x':>7}" for v in vals)

@@ -98,17 +98,20 @@ def _nvcc_version(nvcc: str) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "unknown"
 
 
-def build_cubin(nvcc: str | None = None, warpgroups: int = WARPGROUPS) -> tuple[Path, float]:
+def build_cubin(
+    nvcc: str | None = None, warpgroups: int = WARPGROUPS, source: Path = SOURCE
+) -> tuple[Path, float]:
     """Compile the kernel (or find it cached); returns (cubin path, build seconds; 0 if cached).
 
+    `source` is the shipped .cu unless a benchmark compares a variant of it.
     Raises RuntimeError with nvcc's message when the build fails.
     """
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
     flags = (*NVCC_FLAGS, f"-DSAGE_WARPGROUPS={warpgroups}")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + _nvcc_version(nvcc).encode() + " ".join(flags).encode())
+    text = Path(source).read_bytes()
+    key = hashlib.sha256(text + _nvcc_version(nvcc).encode() + " ".join(flags).encode())
     target = cache_dir() / f"sage_sm90-{key.hexdigest()[:16]}.cubin"
     if target.is_file():
         return target, 0.0
@@ -117,7 +120,7 @@ def build_cubin(nvcc: str | None = None, warpgroups: int = WARPGROUPS) -> tuple[
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         proc = subprocess.run(
-            [nvcc, *flags, "-o", str(out), str(SOURCE)],
+            [nvcc, *flags, "-o", str(out), str(source)],
             capture_output=True,
             text=True,
             timeout=600,
@@ -141,13 +144,15 @@ def _check(result: int, what: str) -> None:
         raise RuntimeError(f"{what} failed with CUDA driver error {result}")
 
 
-def _load(device: torch.device, warpgroups: int) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
+def _load(
+    device: torch.device, warpgroups: int, source: Path = SOURCE
+) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
     """The kernel function for `device`'s context (loaded once per device and variant)."""
-    key = f"fn:{device.index}:{warpgroups}"
+    key = f"fn:{device.index}:{warpgroups}:{source}"
     with _lock:
         if key in _state:
             return _state[key]  # type: ignore[return-value]
-        path, seconds = build_cubin(warpgroups=warpgroups)
+        path, seconds = build_cubin(warpgroups=warpgroups, source=source)
         _state["build"] = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
         if seconds:
             logger.info("sage_attn: built the Hopper Sage kernel in %.1f s (%s)", seconds, path)
@@ -221,9 +226,10 @@ def launch(
     tiles: torch.Tensor,
     qk_scale: float,
     warpgroups: int = WARPGROUPS,
+    source: Path = SOURCE,
 ) -> None:
     """One launch over `tiles` (the plan's `block_m(warpgroups)` tile map) x query heads."""
-    lib, fn = _load(q.device, warpgroups)
+    lib, fn = _load(q.device, warpgroups, source)
     hkv, n_pad, _ = kq.shape
     params = _Params(
         q.data_ptr(), o.data_ptr(), kq.data_ptr(), ks.data_ptr(), vq.data_ptr(),

@@ -235,7 +235,11 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
                                                RowState& st, int n0, int limit0) {
   const int t4 = threadIdx.x & 3;
   float* t = reinterpret_cast<float*>(s);
-  float mx[2] = {-INFINITY, -INFINITY};
+  // Four partial maxima / sums per row: short dependency chains (two warps per scheduler
+  // cannot hide a 32-long chain of dependent FMNMX or FADD).
+  float mx4[2][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) mx4[i >> 2][i & 3] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
     float2 ks2;
@@ -251,9 +255,12 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
         if (key > limit0 + ((e >> 1) << 3)) x = -INFINITY;
       }
       t[4 * j + e] = x;
-      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      mx4[e >> 1][j & 3] = fmaxf(mx4[e >> 1][j & 3], x);
     }
   }
+  float mx[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) mx[r] = fmaxf(fmaxf(mx4[r][0], mx4[r][1]), fmaxf(mx4[r][2], mx4[r][3]));
   bool grow = false;
   float m_new[2];
 #pragma unroll
@@ -274,11 +281,14 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
     }
     neg_m[r] = -st.m[r];
   }
+  float l4[2][4] = {};
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
     t[i] = exp2f(fmaf(t[i], qs[i >> 1 & 1], neg_m[i >> 1 & 1]));
-    st.l[i >> 1 & 1] += t[i];
+    l4[i >> 1 & 1][(i >> 2) & 3] += t[i];
   }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) st.l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
 }
 
 // O *= alpha (when owed), then P (floats in s) -> fp16 A fragments of m64n128k16: k-step ks
