@@ -4,9 +4,12 @@
 Reads `<dir>/{native,sage}_<workload>.jsonl` (bench_serving --output-file; last line = result)
 and writes e2e_vs_native.json ({"gpu", "sglang", "native", "workloads": {NAME: {"metric",
 "higher_is_better", "sage_attn", "native", "ratio"}}}, ratio = sage_attn / native speed, so
-> 1 means sage_attn is faster) and e2e_vs_native.md.
+> 1 means sage_attn is faster) and e2e_vs_native.md. `--workloads` keeps only the named rows
+(the ones a step ran), `--tp N` adds "tp": N (tensor parallel size of both servers), `--gpu` /
+`--sglang` override what this machine reports (merging the files of two device calls).
 
 usage: python3 bench/e2e_summary.py --jsonl DIR --native flashinfer --out DIR [--stats DIR]
+         [--workloads "single_32k c64_1k_128"] [--tp 2] [--gpu NAME] [--sglang VERSION]
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ def last_result(path: Path) -> dict | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def summarize(jsonl: Path, native: str) -> dict:
+def summarize(jsonl: Path, native: str, workloads: list[str] | None = None) -> dict:
     out: dict = {"native": native, "workloads": {}}
     for name, (field, higher) in METRICS.items():
+        if workloads is not None and name not in workloads:
+            continue
         s, n = (
             last_result(jsonl / f"sage_{name}.jsonl"),
             last_result(jsonl / f"native_{name}.jsonl"),
@@ -63,8 +68,10 @@ def _num(x: float | None) -> str:
 
 
 def render(res: dict) -> str:
+    tp = f", TP={res['tp']}" if res.get("tp") else ""
     title = (
-        f"# sage_attn vs {res['native']} ({res.get('gpu', '?')}, SGLang {res.get('sglang', '?')})"
+        f"# sage_attn vs {res['native']} ({res.get('gpu', '?')}, SGLang {res.get('sglang', '?')}"
+        f"{tp})"
     )
     lines = [title, "", "| workload | metric | sage_attn | native | sage_attn / native (speed) |",
              "|---|---|---|---|---|"]  # fmt: skip
@@ -79,26 +86,44 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "unknown"
+
+
+def _sglang_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sglang")
+    except Exception:
+        return "unknown"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jsonl", type=Path, required=True)
     ap.add_argument("--native", required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stats", type=Path)
+    ap.add_argument("--workloads", help="names to report, space or comma separated (default all)")
+    ap.add_argument("--tp", type=int, help="tensor parallel size of both servers (adds 'tp')")
+    ap.add_argument("--gpu", help="GPU name (default: this machine's)")
+    ap.add_argument("--sglang", help="SGLang version (default: the installed one)")
     args = ap.parse_args()
-    res = summarize(args.jsonl, args.native)
-    try:
-        import torch
-
-        res["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    except Exception:
-        res["gpu"] = "unknown"
-    try:
-        from importlib.metadata import version
-
-        res["sglang"] = version("sglang")
-    except Exception:
-        res["sglang"] = "unknown"
+    names = args.workloads.replace(",", " ").split() if args.workloads else None
+    unknown = sorted(set(names or ()) - set(METRICS))
+    if unknown:
+        ap.error(f"unknown workloads {unknown}; known: {', '.join(METRICS)}")
+    res = summarize(args.jsonl, args.native, names)
+    res["gpu"] = args.gpu or _gpu_name()
+    res["sglang"] = args.sglang or _sglang_version()
+    if args.tp:
+        res["tp"] = args.tp
     if args.stats and args.stats.is_dir():
         merged: dict = {}
         for f in args.stats.glob("*.json"):
