@@ -74,12 +74,12 @@ class Batch:
             out.append((s.softmax(-1) @ v).transpose(0, 1))
         return torch.cat(out)
 
-    def sage(self, kernel, plan, ws):
+    def sage(self, kernel, plan, ws, pv="fp16"):
         from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
         sage_extend_attention(
             self.q, self.k, self.v, self.o, self.k_buffer, self.v_buffer, self.qo_indptr,
-            self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode="fp16",
+            self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode=pv,
             plan=plan, workspace=ws, kernel=kernel,
         )  # fmt: skip
         return self.o
@@ -96,14 +96,16 @@ def check(name, batch, out_rows):
     plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
     row = {"shape": name}
     outs = {}
-    for kernel in ("sm90", "triton"):
+    for kernel, pv in (("sm90", "fp16"), ("triton", "fp16"), ("sm90", "fp8"), ("triton", "fp8")):
+        name = kernel if pv == "fp16" else f"{kernel}_fp8"
         batch.o.fill_(float("nan"))
-        o = batch.sage(kernel, plan, ws).clone()
+        o = batch.sage(kernel, plan, ws, pv).clone()
         torch.cuda.synchronize()
-        row[f"{kernel}_nan"] = bool(o.isnan().any())
-        row[f"{kernel}_rel_l2"] = rel_l2(o, ref)
-        outs[kernel] = o
+        row[f"{name}_nan"] = bool(o.isnan().any())
+        row[f"{name}_rel_l2"] = rel_l2(o, ref)
+        outs[name] = o
     row["sm90_vs_triton"] = rel_l2(outs["sm90"], outs["triton"].double())
+    row["sm90_fp8_vs_triton_fp8"] = rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
     out_rows.append(row)
     print(json.dumps(row), flush=True)
 
@@ -147,12 +149,14 @@ def speed(name, batch, out_rows):
 
     fns = {
         "sm90": lambda: batch.sage("sm90", plan, ws),
+        "sm90_fp8": lambda: batch.sage("sm90", plan, ws, "fp8"),
         "sm90_attn_only": attn_only(1),
     }
     for i, variant in enumerate(VARIANTS):
         fns[f"variant{i}_attn_only"] = attn_only(1, variant)
     fns |= {
         "triton_fp16": lambda: batch.sage("triton", plan, ws),
+        "triton_fp8": lambda: batch.sage("triton", plan, ws, "fp8"),
     }
     if len(batch.ext) == 1:
         fns["cudnn"] = cudnn_call(batch)
@@ -217,18 +221,22 @@ def main() -> int:
     result = {"gpu": torch.cuda.get_device_name(), "checks": checks, "speed": speeds}
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
     variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]
-    heads = ["sm90", "attn", *(f"var{i}" for i in range(len(VARIANTS))), "triton", "cudnn"]
+    var_heads = [f"var{i}" for i in range(len(VARIANTS))]
+    heads = ["sm90", "attn", *var_heads, "sm90f8", "triton", "tri_f8", "cudnn"]
     print("\n" + f"{'shape':24} " + " ".join(f"{h:>7}" for h in heads))
     for r in speeds:
-        keys = ("sm90", "sm90_attn_only", *variants, "triton_fp16", "cudnn")
+        keys = ("sm90", "sm90_attn_only", *variants, "sm90_fp8", "triton_fp16", "triton_fp8")
+        keys += ("cudnn",)
         vals = [r.get(k, "-") for k in keys]
         print(
             f"{r['shape']:24} " + " ".join(f"{v if isinstance(v, float) else 'x':>7}" for v in vals)
         )
     for r in checks:
         print(
-            f"{r['shape']:24} rel-L2 sm90 {r['sm90_rel_l2']:.2e} triton {r['triton_rel_l2']:.2e} "
-            f"sm90-vs-triton {r['sm90_vs_triton']:.2e} nan {r['sm90_nan']}/{r['triton_nan']}"
+            f"{r['shape']:22} rel-L2 sm90 {r['sm90_rel_l2']:.2e} triton {r['triton_rel_l2']:.2e} "
+            f"fp8: sm90 {r['sm90_fp8_rel_l2']:.2e} triton {r['triton_fp8_rel_l2']:.2e} "
+            f"sm90-vs-triton {r['sm90_vs_triton']:.1e}/{r['sm90_fp8_vs_triton_fp8']:.1e} "
+            f"nan {sum(v for k, v in r.items() if k.endswith('_nan'))}"
         )
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0

@@ -33,7 +33,8 @@ def test_real_source_builds_for_sm90a_and_is_cached(cache):
     again, seconds_again = sage_sm90.build_cubin()
     assert (again, seconds_again) == (path, 0.0)
     two_warpgroups, _ = sage_sm90.build_cubin(warpgroups=2)
-    assert two_warpgroups != path  # the variant is part of the cache key
+    fp8, _ = sage_sm90.build_cubin(pv_fp8=True)
+    assert len({path, two_warpgroups, fp8}) == 3  # the variant is part of the cache key
 
 
 def _fake_nvcc(tmp_path, body: str) -> str:
@@ -68,14 +69,14 @@ def test_find_nvcc_prefers_cuda_home(tmp_path, monkeypatch):
 
 
 def test_params_block_matches_the_c_struct():
-    # 9 pointers, 4 int64 strides, 1 float + 4 ints, padded to 8 bytes: csrc/sage_sm90.cu Params
+    # 9 pointers, 4 int64 strides, 1 float + 4 ints, 1 pointer: csrc/sage_sm90.cu Params
     offsets = {
         name: getattr(sage_sm90._Params, name).offset for name, _ in sage_sm90._Params._fields_
     }
     assert offsets["q"] == 0 and offsets["tiles"] == 64
     assert offsets["stride_qn"] == 72 and offsets["stride_oh"] == 96
     assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 120
-    assert ctypes.sizeof(sage_sm90._Params) == 128
+    assert offsets["vmax"] == 128 and ctypes.sizeof(sage_sm90._Params) == 136
     source = sage_sm90.SOURCE.read_text()
     struct = source[
         source.index("struct Params {") : source.index("};", source.index("struct Params {"))
@@ -93,7 +94,7 @@ def test_cpu_device_keeps_triton(monkeypatch):
 
 @pytest.mark.parametrize(
     ("env", "pv", "reason"),
-    [("triton", "fp16", "SGLANG_SAGE_KERNEL=triton"), ("auto", "fp8", "FP16 P·V")],
+    [("triton", "fp16", "SGLANG_SAGE_KERNEL=triton"), ("triton", "fp8", "SGLANG_SAGE_KERNEL")],
 )
 def test_explicit_choices_keep_triton(monkeypatch, env, pv, reason):
     monkeypatch.setenv("SGLANG_SAGE_KERNEL", env)

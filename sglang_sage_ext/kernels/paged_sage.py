@@ -123,7 +123,7 @@ def sage_extend_attention(
         return None
     _check_inputs(q, k, v, o, k_buffer, v_buffer)
     plan = plan if plan is not None else plan_from_indptr(qo_indptr, kv_indptr)
-    pv_fp8 = resolve_pv_mode(pv_mode, q.device) and kernel != "sm90"
+    pv_fp8 = resolve_pv_mode(pv_mode, q.device)
     head_dim = q.shape[2]
     if kernel == "sm90" and head_dim not in sage_sm90.HEAD_DIMS:
         raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
@@ -143,12 +143,15 @@ def sage_extend_attention(
     prep["num_warps"] = 4 if block_d <= 64 else 8
     if pv_fp8:
         _kv_prep_kernel[(plan.n_blk, hkv)](*prep_args, STATS=True, PV_FP8=True, **prep)
-    _kv_prep_kernel[(plan.n_blk, hkv)](*prep_args, STATS=False, PV_FP8=pv_fp8, **prep)
+    permute_v = kernel == "sm90" and pv_fp8
+    _kv_prep_kernel[(plan.n_blk, hkv)](
+        *prep_args, STATS=False, PV_FP8=pv_fp8, PERMUTE_V=permute_v, **prep
+    )
     scale = sm_scale if sm_scale is not None else head_dim**-0.5
     if kernel == "sm90":
         sage_sm90.launch(
             q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
-            plan.tiles(sage_sm90.block_m()), scale * _LOG2E,
+            plan.tiles(sage_sm90.block_m()), scale * _LOG2E, vmax=vmax if pv_fp8 else None,
         )  # fmt: skip
         return None
     cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))

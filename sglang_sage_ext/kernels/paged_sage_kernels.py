@@ -103,15 +103,30 @@ def _kv_prep_kernel(
     STATS: tl.constexpr,
     PV_FP8: tl.constexpr,
     INTERPRET: tl.constexpr,
+    PERMUTE_V: tl.constexpr = False,
 ):
-    """One program per (64-key block of the packed batch, kv head); see the module docstring."""
+    """One program per (64-key block of the packed batch, kv head); see the module docstring.
+
+    PERMUTE_V (FP8 V for the Hopper CUDA kernel): inside each 32-key group, key
+    16h + 8b + 2t + e is stored at column 16h + 4t + 2b + e, the order in which that kernel's
+    P fragments reach the FP8 wgmma (csrc/sage_sm90.cu, finish_tile).
+    """
     p = tl.program_id(0)
     h = tl.program_id(1)
     h64 = h.to(tl.int64)
     out_n = p.to(tl.int64) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
     k_ptr = Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :]
-    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + out_n[:, None]  # transposed
+    v_col = out_n
+    if PERMUTE_V:
+        v_col = (
+            (out_n & ~31)
+            | (((out_n >> 4) & 1) << 4)
+            | (((out_n >> 1) & 3) << 2)
+            | (((out_n >> 3) & 1) << 1)
+            | (out_n & 1)
+        )
+    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + v_col[:, None]  # transposed
     if p >= tl.load(blk_indptr + B):
         # Blocks past the last request: zeros, so that a key tile that runs over the end of
         # the batch never multiplies a masked (zero) probability by uninitialised NaN/Inf.

@@ -106,21 +106,22 @@ KERNEL_ENV = "SGLANG_SAGE_KERNEL"
 def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
     """("sm90" | "triton", one line for the log and `doctor`): which kernel runs Sage batches.
 
-    The Hopper CUDA kernel (`sage_sm90`, FP16 P·V, head_dim 128) where SGLANG_SAGE_KERNEL is
+    The Hopper CUDA kernel (`sage_sm90`, FP16 or FP8 P·V, head_dim 128) where SGLANG_SAGE_KERNEL is
     auto or cuda and it builds here (the first call compiles it with nvcc and caches the
     cubin); the Triton kernel otherwise, and for head dims the CUDA kernel was not built for.
     """
     choice = str(env.value(KERNEL_ENV, logger.warning))
     if choice == "triton":
         return "triton", "Triton (SGLANG_SAGE_KERNEL=triton)"
-    if pv_mode != "fp16":
-        why = f"the Hopper CUDA kernel is FP16 P·V; SGLANG_SAGE_EXTEND_PV={pv_mode}"
-        return "triton", f"Triton ({why})"
     from sglang_sage_ext.kernels import sage_sm90
+    from sglang_sage_ext.kernels.paged_sage import resolve_pv_mode
 
-    problem = sage_sm90.problem(device, 128)
+    pv_fp8 = device.type == "cuda" and resolve_pv_mode(pv_mode, device)
+    problem = sage_sm90.problem(device, 128, pv_fp8)
     if problem is None:
-        return "sm90", f"Hopper CUDA kernel ({sage_sm90.describe()}; head_dim != 128 on Triton)"
+        pv = "FP8" if pv_fp8 else "FP16"
+        what = f"{sage_sm90.describe()}, {pv} P·V; head_dim != 128 on Triton"
+        return "sm90", f"Hopper CUDA kernel ({what})"
     if choice == "cuda":
         logger.warning("sage_attn: SGLANG_SAGE_KERNEL=cuda but %s; using Triton", problem)
     return "triton", f"Triton ({problem})"

@@ -41,9 +41,10 @@ def block_m(warpgroups: int = WARPGROUPS) -> int:
     return 64 * warpgroups
 
 
-def smem_bytes(warpgroups: int = WARPGROUPS) -> int:
-    """Dynamic shared memory: 1 KB alignment slack, Q, 2 x (K 16 KB + V 32 KB), scales."""
-    return 1024 + 8192 * warpgroups + 2 * 16384 + 2 * 32768 + 2 * 128 * 4 + 256 * warpgroups
+def smem_bytes(warpgroups: int = WARPGROUPS, pv_fp8: bool = False) -> int:
+    """Dynamic shared memory: 1 KB alignment slack, Q, 2 x (K 16 KB + V 32/16 KB), scales."""
+    v_tile = 16384 if pv_fp8 else 32768
+    return 1024 + 8192 * warpgroups + 2 * 16384 + 2 * v_tile + 2 * 128 * 4 + 256 * warpgroups
 
 
 _lock = threading.Lock()
@@ -72,6 +73,7 @@ class _Params(ctypes.Structure):
         ("n_pad", ctypes.c_int),
         ("indptr64", ctypes.c_int),
         ("out_bf16", ctypes.c_int),
+        ("vmax", ctypes.c_void_p),
     ]
 
 
@@ -99,7 +101,10 @@ def _nvcc_version(nvcc: str) -> str:
 
 
 def build_cubin(
-    nvcc: str | None = None, warpgroups: int = WARPGROUPS, source: Path = SOURCE
+    nvcc: str | None = None,
+    warpgroups: int = WARPGROUPS,
+    source: Path = SOURCE,
+    pv_fp8: bool = False,
 ) -> tuple[Path, float]:
     """Compile the kernel (or find it cached); returns (cubin path, build seconds; 0 if cached).
 
@@ -109,7 +114,7 @@ def build_cubin(
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    flags = (*NVCC_FLAGS, f"-DSAGE_WARPGROUPS={warpgroups}")
+    flags = (*NVCC_FLAGS, f"-DSAGE_WARPGROUPS={warpgroups}", f"-DSAGE_PV_FP8={int(pv_fp8)}")
     text = Path(source).read_bytes()
     key = hashlib.sha256(text + _nvcc_version(nvcc).encode() + " ".join(flags).encode())
     target = cache_dir() / f"sage_sm90-{key.hexdigest()[:16]}.cubin"
@@ -145,14 +150,14 @@ def _check(result: int, what: str) -> None:
 
 
 def _load(
-    device: torch.device, warpgroups: int, source: Path = SOURCE
+    device: torch.device, warpgroups: int, source: Path = SOURCE, pv_fp8: bool = False
 ) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
     """The kernel function for `device`'s context (loaded once per device and variant)."""
-    key = f"fn:{device.index}:{warpgroups}:{source}"
+    key = f"fn:{device.index}:{warpgroups}:{source}:{pv_fp8}"
     with _lock:
         if key in _state:
             return _state[key]  # type: ignore[return-value]
-        path, seconds = build_cubin(warpgroups=warpgroups, source=source)
+        path, seconds = build_cubin(warpgroups=warpgroups, source=source, pv_fp8=pv_fp8)
         _state["build"] = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
         if seconds:
             logger.info("sage_attn: built the Hopper Sage kernel in %.1f s (%s)", seconds, path)
@@ -169,7 +174,9 @@ def _load(
             )
             _check(
                 lib.cuFuncSetAttribute(
-                    fn, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_bytes(warpgroups)
+                    fn,
+                    _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem_bytes(warpgroups, pv_fp8),
                 ),
                 "cuFuncSetAttribute",
             )
@@ -180,10 +187,10 @@ def _load(
 def describe() -> str:
     """The kernel in a few words, with how the cubin was obtained (after `problem()`)."""
     how = _state.get("build", "not built")
-    return f"sm_90a wgmma, INT8 Q·K, FP16 P·V, {64 * WARPGROUPS} rows per CTA; {how}"
+    return f"sm_90a wgmma, INT8 Q·K, {64 * WARPGROUPS} query rows per CTA; {how}"
 
 
-def problem(device: torch.device, head_dim: int) -> str | None:
+def problem(device: torch.device, head_dim: int, pv_fp8: bool = False) -> str | None:
     """Why the Hopper kernel cannot run here (one line), or None when it can (builds it)."""
     if device.type != "cuda":
         return "not a CUDA device"
@@ -192,7 +199,7 @@ def problem(device: torch.device, head_dim: int) -> str | None:
     if head_dim not in HEAD_DIMS:
         return f"head_dim {head_dim} (built for {HEAD_DIMS})"
     try:
-        _load(device, WARPGROUPS)
+        _load(device, WARPGROUPS, SOURCE, pv_fp8)
     except Exception as exc:  # any build or load failure means: keep the Triton kernel
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -227,21 +234,29 @@ def launch(
     qk_scale: float,
     warpgroups: int = WARPGROUPS,
     source: Path = SOURCE,
+    vmax: torch.Tensor | None = None,
 ) -> None:
-    """One launch over `tiles` (the plan's `block_m(warpgroups)` tile map) x query heads."""
-    lib, fn = _load(q.device, warpgroups, source)
+    """One launch over `tiles` (the plan's `block_m(warpgroups)` tile map) x query heads.
+
+    `vmax` ([B, Hkv, D] |V| amax) selects FP8 P·V: `vq` then holds e4m3 V^T with the pre-pass's
+    PERMUTE_V key order; without it `vq` is FP16 V^T.
+    """
+    pv_fp8 = vmax is not None
+    lib, fn = _load(q.device, warpgroups, source, pv_fp8)
     hkv, n_pad, _ = kq.shape
     params = _Params(
         q.data_ptr(), o.data_ptr(), kq.data_ptr(), ks.data_ptr(), vq.data_ptr(),
         qo_indptr.data_ptr(), kv_indptr.data_ptr(), blk_indptr.data_ptr(), tiles.data_ptr(),
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), qk_scale, q.shape[1] // hkv, n_pad,
         int(qo_indptr.dtype == torch.int64), int(q.dtype == torch.bfloat16),
+        vmax.data_ptr() if pv_fp8 else None,
     )  # fmt: skip
     args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
     stream = torch.cuda.current_stream(q.device).cuda_stream
     _check(
         lib.cuLaunchKernel(
-            fn, tiles.shape[0], q.shape[1], 1, 128 * warpgroups, 1, 1, smem_bytes(warpgroups),
+            fn, tiles.shape[0], q.shape[1], 1, 128 * warpgroups, 1, 1,
+            smem_bytes(warpgroups, pv_fp8),
             ctypes.c_void_p(stream), args, None,
         ),
         "cuLaunchKernel",

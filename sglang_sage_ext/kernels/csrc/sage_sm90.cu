@@ -24,6 +24,14 @@
 
 namespace {
 
+#ifndef SAGE_PV_FP8
+#define SAGE_PV_FP8 0
+#endif
+// FP16 P.V (SageAttention 1, the accurate default) or FP8 e4m3 P.V (SageAttention2): P scaled
+// to e4m3's range (max 448), V per-channel scaled by the pre-pass and stored with its keys
+// permuted inside each 32-key group so P's accumulator fragment feeds wgmma without shuffles,
+// and two-level accumulation (each tile's P.V into a fresh accumulator, added in fp32).
+constexpr bool kFp8Pv = SAGE_PV_FP8;
 #ifndef SAGE_WARPGROUPS
 #define SAGE_WARPGROUPS 1
 #endif
@@ -36,15 +44,18 @@ constexpr int kKeyBlock = 64;  // request alignment in the packed copies
 constexpr int kQBytes = kBlockM * kHeadDim;           // 8 KB per warpgroup
 constexpr int kKRowsPerPass = kThreads / 8, kVRowsPerPass = kThreads / 16;
 constexpr int kKBytes = kBlockN * kHeadDim;           // 16 KB per stage
-constexpr int kVBytes = kHeadDim * kBlockN * 2;       // 32 KB per stage (two 64-key atoms)
-constexpr int kVAtom = kHeadDim * 128;                // bytes of one 64-key fp16 atom
+constexpr int kVBytes = kHeadDim * kBlockN * (kFp8Pv ? 1 : 2);  // per stage (fp16: two atoms)
+constexpr int kVAtom = kHeadDim * 128;                // bytes of one 128-byte-wide V^T atom
+constexpr int kPvSteps = kFp8Pv ? kBlockN / 32 : kBlockN / 16;  // wgmma k-steps of P.V
+constexpr float kMaxLag = kFp8Pv ? 0.f : 8.f;         // how far the running max may lag
+constexpr float kLog2PScale = kFp8Pv ? 8.807354922057604f : 0.f;  // log2(448): P in e4m3 range
 
 struct Params {
   const void* q;             // [T, Hq, D] bf16/fp16, strided
   void* o;                   // [T, Hq, D] same dtype as q
   const int8_t* kq;          // [Hkv, n_pad, D]
   const float* ks;           // [Hkv, n_pad]
-  const __half* vq;          // [Hkv, D, n_pad]
+  const void* vq;            // [Hkv, D, n_pad] fp16, or fp8 e4m3 with permuted keys
   const void* qo_indptr;     // [B + 1] int32 or int64
   const void* kv_indptr;     // [B + 1] prefix lengths' indptr, int32 or int64
   const int* blk_indptr;     // [B + 1] int32, first 64-key block of each request
@@ -58,6 +69,7 @@ struct Params {
   int n_pad;                 // keys per head in the packed copies
   int indptr64;              // 1 when the indptrs are int64
   int out_bf16;              // 1 for bf16 q/o, 0 for fp16
+  const float* vmax;         // [B, Hkv, D] |V| amax per channel (FP8 P.V only)
 };
 
 __device__ __forceinline__ long long load_indptr(const void* p, int i, int is64) {
@@ -107,6 +119,16 @@ __device__ __forceinline__ void wgmma_qk_s8(int (&d)[64], uint64_t desc_a, uint6
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p;\n}\n"
       : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D (64 x 128, f32) = or += A (64 x 32 e4m3, registers) * B (32 x 128 e4m3, smem, K-major).
+__device__ __forceinline__ void wgmma_pv_e4m3(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
 }
 
 // D (64 x 128, f32) += A (64 x 16 fp16, registers) * B (16 x 128 fp16, smem, K-major).
@@ -178,19 +200,24 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
 // one 64-bit address per tensor, advanced by whole tiles, and swizzle offsets fixed per thread.
 struct TileLoader {
   const int8_t* k;
-  const __half* v;
+  const uint8_t* v;  // V^T row bytes (fp16 or fp8)
   const float* ks;
-  long long v_row_step;  // kVRowsPerPass channel rows of V^T, in elements
+  long long v_row_step;  // bytes between the V^T rows one thread copies
   uint32_t k_dst, v_dst, ks_dst;
 
-  __device__ __forceinline__ TileLoader(const int8_t* kbase, const float* ksbase, const __half* vbase,
+  // V^T rows are 128 keys: 128 bytes (fp8, copied like K) or 256 bytes (fp16, two atoms).
+  static constexpr int kVRows = kFp8Pv ? kKRowsPerPass : kVRowsPerPass;
+  static constexpr int kVElt = kFp8Pv ? 1 : 2;
+
+  __device__ __forceinline__ TileLoader(const int8_t* kbase, const float* ksbase, const uint8_t* vbase,
                                         int n_pad, uint32_t sk, uint32_t sv, uint32_t sks) {
     const int tid = threadIdx.x;
-    const int krow = tid >> 3, kc = tid & 7, vrow = tid >> 4, vc = tid & 15;
+    const int krow = tid >> 3, kc = tid & 7;
+    const int vrow = kFp8Pv ? krow : tid >> 4, vc = kFp8Pv ? kc : tid & 15;
     k = kbase + krow * kHeadDim + kc * 16;
-    v = vbase + (long long)vrow * n_pad + vc * 8;
+    v = vbase + (long long)vrow * n_pad * kVElt + vc * 16;
     ks = ksbase + (tid & 31) * 4;
-    v_row_step = (long long)kVRowsPerPass * n_pad;
+    v_row_step = (long long)kVRows * n_pad * kVElt;
     k_dst = sk + swizzle(krow, kc);
     v_dst = sv + (vc >> 3) * kVAtom + swizzle(vrow, vc & 7);
     ks_dst = sks + (tid & 31) * 16;
@@ -208,10 +235,10 @@ struct TileLoader {
 
   // V^T tile `n` (128 channel rows x 128 keys) into V stage `stage`.
   __device__ __forceinline__ void load_v(int n, int stage) const {
-    const __half* src = v + n * kBlockN;
+    const uint8_t* src = v + n * kBlockN * kVElt;
     const uint32_t dst = v_dst + stage * kVBytes;
 #pragma unroll
-    for (int i = 0; i < kHeadDim / kVRowsPerPass; ++i) cp_async16(dst + i * kVRowsPerPass * 128, src + i * v_row_step);
+    for (int i = 0; i < kHeadDim / kVRows; ++i) cp_async16(dst + i * kVRows * 128, src + i * v_row_step);
   }
 };
 
@@ -268,7 +295,7 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
     m_new[r] = fmaxf(st.m[r], mx[r] * qs[r]);
-    grow |= m_new[r] > st.m[r] + 8.f;
+    grow |= m_new[r] > st.m[r] + kMaxLag;
   }
   st.rescale = __any_sync(0xffffffff, grow);
   float neg_m[2];
@@ -279,7 +306,7 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
       st.m[r] = m_new[r];
       st.l[r] *= st.alpha[r];
     }
-    neg_m[r] = -st.m[r];
+    neg_m[r] = kLog2PScale - st.m[r];
   }
   float l4[2][4] = {};
 #pragma unroll
@@ -291,28 +318,51 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], uint32_t sks_addr, 
   for (int r = 0; r < 2; ++r) st.l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
 }
 
-// O *= alpha (when owed), then P (floats in s) -> fp16 A fragments of m64n128k16: k-step ks
-// covers keys 16ks..16ks+15, i.e. accumulator columns of n8 blocks 2ks and 2ks+1.
-__device__ __forceinline__ void finish_tile(int (&s)[64], float (&o)[64], uint32_t (&pa)[8][4],
-                                            const RowState& st) {
-  if (st.rescale) {
+__device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float d) {
+  uint16_t lo, hi;  // cvt puts its first source in the upper byte
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(b), "f"(a));
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(d), "f"(c));
+  return uint32_t(lo) | (uint32_t(hi) << 16);
+}
+
+// Once P.V of the previous tile is done: O (+= that tile's P.V, FP8 two-level accumulation)
+// (*= alpha when owed), then P (floats in s) -> A fragments of the P.V wgmma.
+// FP16 (m64n128k16): k-step ks covers keys 16ks..16ks+15 = accumulator n8 blocks 2ks, 2ks+1.
+// FP8 (m64n128k32): k-step ks covers keys 32ks..32ks+31; a thread's A slots 4t..4t+3 take its
+// accumulator keys 2t, 2t+1, 8+2t, 9+2t (and 16 more for slots 16+4t..): V^T is stored with
+// that key order (the pre-pass's PERMUTE_V), so no shuffle is needed.
+template <bool kAddPv>
+__device__ __forceinline__ void finish_tile(int (&s)[64], float (&o)[64], const float (&pv)[64],
+                                            uint32_t (&pa)[kPvSteps][4], const RowState& st) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] *= st.alpha[i >> 1 & 1];
+  for (int i = 0; i < 64; ++i) {
+    float x = o[i];
+    if constexpr (kAddPv) x += pv[i];
+    if (st.rescale) x *= st.alpha[i >> 1 & 1];
+    o[i] = x;
   }
   const float* t = reinterpret_cast<const float*>(s);
 #pragma unroll
-  for (int ks = 0; ks < 8; ++ks) {
+  for (int ks = 0; ks < kPvSteps; ++ks) {
+    if constexpr (kFp8Pv) {
+      const float* u = t + 16 * ks;
+      pa[ks][0] = pack_e4m3x4(u[0], u[1], u[4], u[5]);
+      pa[ks][1] = pack_e4m3x4(u[2], u[3], u[6], u[7]);
+      pa[ks][2] = pack_e4m3x4(u[8], u[9], u[12], u[13]);
+      pa[ks][3] = pack_e4m3x4(u[10], u[11], u[14], u[15]);
+    } else {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const __half2 h = __floats2half2_rn(t[8 * ks + 2 * r], t[8 * ks + 2 * r + 1]);
-      pa[ks][r] = *reinterpret_cast<const uint32_t*>(&h);
+      for (int r = 0; r < 4; ++r) {
+        const __half2 h = __floats2half2_rn(t[8 * ks + 2 * r], t[8 * ks + 2 * r + 1]);
+        pa[ks][r] = *reinterpret_cast<const uint32_t*>(&h);
+      }
     }
   }
 }
 
-__device__ __forceinline__ void fence_pa(uint32_t (&pa)[8][4]) {
+__device__ __forceinline__ void fence_pa(uint32_t (&pa)[kPvSteps][4]) {
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
+  for (int i = 0; i < kPvSteps; ++i)
 #pragma unroll
     for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(pa[i][r])::"memory");
 }
@@ -324,10 +374,15 @@ __device__ __forceinline__ void issue_qk(int (&s)[64], uint64_t desc_q, uint32_t
   wgmma_commit();
 }
 
-__device__ __forceinline__ void issue_pv(float (&o)[64], uint32_t (&pa)[8][4], uint32_t v_addr) {
+// P.V of one tile: FP16 accumulates into O; FP8 overwrites its own accumulator (two-level).
+__device__ __forceinline__ void issue_pv(float (&acc)[64], uint32_t (&pa)[kPvSteps][4], uint32_t v_addr) {
 #pragma unroll
-  for (int kstep = 0; kstep < kBlockN / 16; ++kstep)
-    wgmma_pv_f16(o, pa[kstep], sw128_desc(v_addr + (kstep >> 2) * kVAtom + (kstep & 3) * 32));
+  for (int kstep = 0; kstep < kPvSteps; ++kstep) {
+    if constexpr (kFp8Pv)
+      wgmma_pv_e4m3(acc, pa[kstep], sw128_desc(v_addr + kstep * 32), kstep);
+    else
+      wgmma_pv_f16(acc, pa[kstep], sw128_desc(v_addr + (kstep >> 2) * kVAtom + (kstep & 3) * 32));
+  }
   wgmma_commit();
 }
 
@@ -341,8 +396,19 @@ __device__ __forceinline__ void scores(int (&s)[64], uint32_t sks, const float (
 
 template <typename InT>
 __device__ __forceinline__ void store_out(const Params& p, const float (&o)[64], const RowState& st,
-                                          long long q_row0, int rows, int hq, int row0) {
+                                          long long q_row0, int rows, int hq, int row0, int b, int hk) {
   const int t4 = threadIdx.x & 3;
+  float2 v_scale[16];  // FP8: V's per-channel scale (amax / 448) of this thread's 32 columns
+#pragma unroll
+  for (int j = 0; j < 16; ++j) v_scale[j] = make_float2(1.f, 1.f);
+  if constexpr (kFp8Pv) {
+    const float* vm = p.vmax + ((long long)b * (gridDim.y / p.group) + hk) * kHeadDim + 2 * t4;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float2 a = *reinterpret_cast<const float2*>(vm + 8 * j);
+      v_scale[j] = make_float2(fmaxf(a.x, 1e-12f) / 448.f, fmaxf(a.y, 1e-12f) / 448.f);
+    }
+  }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float l = st.l[r];
@@ -354,11 +420,12 @@ __device__ __forceinline__ void store_out(const Params& p, const float (&o)[64],
     InT* dst = reinterpret_cast<InT*>(p.o) + (q_row0 + row) * p.stride_on + (long long)hq * p.stride_oh;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const float a = o[4 * j + 2 * r] * inv_l, b = o[4 * j + 2 * r + 1] * inv_l;
+      const float x = o[4 * j + 2 * r] * inv_l * v_scale[j].x;
+      const float y = o[4 * j + 2 * r + 1] * inv_l * v_scale[j].y;
       if constexpr (std::is_same<InT, __nv_bfloat16>::value)
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j + 2 * t4) = __floats2bfloat162_rn(a, b);
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j + 2 * t4) = __floats2bfloat162_rn(x, y);
       else
-        *reinterpret_cast<__half2*>(dst + 8 * j + 2 * t4) = __floats2half2_rn(a, b);
+        *reinterpret_cast<__half2*>(dst + 8 * j + 2 * t4) = __floats2half2_rn(x, y);
     }
   }
 }
@@ -385,7 +452,8 @@ __device__ __forceinline__ void attention(const Params& p) {
   const int hk = hq / p.group;
   const long long key0 = (long long)p.blk_indptr[b] * kKeyBlock;
   const TileLoader ld(p.kq + ((long long)hk * p.n_pad + key0) * kHeadDim, p.ks + (long long)hk * p.n_pad + key0,
-                      p.vq + (long long)hk * kHeadDim * p.n_pad + key0, p.n_pad, sk, sv, sks);
+                      reinterpret_cast<const uint8_t*>(p.vq) + ((long long)hk * kHeadDim * p.n_pad + key0) * TileLoader::kVElt,
+                      p.n_pad, sk, sv, sks);
 
   // Keys below full_end are visible to every row of the tile; later tiles are masked.
   const int n_full = ((pre_len + pid_m * kBlockM) / kBlockN);
@@ -411,7 +479,13 @@ __device__ __forceinline__ void attention(const Params& p) {
   const uint64_t desc_q = sw128_desc(smem_addr(sq) + wg * 64 * kHeadDim);
   float o[64];
   int s[64];
-  uint32_t pa[8][4];
+  uint32_t pa[kPvSteps][4];
+#if SAGE_PV_FP8
+  float pv[64];  // P.V of one tile (two-level accumulation)
+#define PV_ACC pv
+#else
+#define PV_ACC o  // FP16 P.V accumulates straight into O
+#endif
   RowState st;
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
@@ -421,7 +495,7 @@ __device__ __forceinline__ void attention(const Params& p) {
   wgmma_wait<0>();
   fence_regs(s);
   scores(s, sks, qs, st, 0, n_full, limit0);
-  finish_tile(s, o, pa, st);
+  finish_tile<false>(s, o, o, pa, st);
 
   // Steady state: tiles 0..n_tiles-2 each overlap P.V(n) with Q.K^T + softmax of tile n+1.
   // No wgmma sits under a branch: ptxas serialises wgmma whose groups it cannot count.
@@ -433,29 +507,34 @@ __device__ __forceinline__ void attention(const Params& p) {
     cp_async_wait<1>();  // K(n+1) and V(n) have landed
     fence_async_smem();
     __syncthreads();
-    fence_regs(o);
+    fence_regs(PV_ACC);
     fence_pa(pa);
     wgmma_fence();
     issue_qk(s, desc_q, sk + ((n + 1) & 1) * kKBytes);
-    issue_pv(o, pa, sv + (n & 1) * kVBytes);
+    issue_pv(PV_ACC, pa, sv + (n & 1) * kVBytes);
     wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
     fence_regs(s);
     scores(s, sks + ((n + 1) & 1) * kBlockN * 4, qs, st, n + 1, n_full, limit0);
     wgmma_wait<0>();
-    fence_regs(o);
+    fence_regs(PV_ACC);
     fence_pa(pa);
-    finish_tile(s, o, pa, st);
+    finish_tile<kFp8Pv>(s, o, PV_ACC, pa, st);
   }
   cp_async_wait<0>();  // V(n_tiles-1)
   fence_async_smem();
   __syncthreads();
-  fence_regs(o);
+  fence_regs(PV_ACC);
   fence_pa(pa);
   wgmma_fence();
-  issue_pv(o, pa, sv + ((n_tiles - 1) & 1) * kVBytes);
+  issue_pv(PV_ACC, pa, sv + ((n_tiles - 1) & 1) * kVBytes);
   wgmma_wait<0>();
-  fence_regs(o);
-  store_out<InT>(p, o, st, q_row0, rows, hq, row0);
+  fence_regs(PV_ACC);
+#if SAGE_PV_FP8
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] += pv[i];
+#endif
+#undef PV_ACC
+  store_out<InT>(p, o, st, q_row0, rows, hq, row0, b, hk);
 }
 
 }  // namespace
