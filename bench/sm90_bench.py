@@ -42,7 +42,8 @@ class Batch:
         self.k_buffer, self.v_buffer = rnd(pool, hkv, D), rnd(pool, hkv, D)
         self.kv_indices = torch.randperm(pool, generator=g, device="cuda")[:p].to(torch.int64)
         cum = lambda xs: torch.tensor([0, *torch.tensor(xs).cumsum(0).tolist()], device="cuda")  # noqa: E731
-        self.qo_indptr = cum(ext).to(torch.int32)
+        # SGLang 0.5.17 passes an int64 qo_indptr with an int32 kv_indptr
+        self.qo_indptr = cum(ext).to(torch.int64 if len(ext) == 3 else torch.int32)
         self.kv_indptr = cum(pre).to(torch.int32)
         self.o = torch.empty_like(self.q)
 
@@ -174,6 +175,7 @@ CHECKS = {
     "prefill_1000_32q8kv": ([1000], [0], 32, 8),
     "chunk_300_over_1700": ([300], [1700], 32, 8),
     "mixed_batch": ([1, 77, 200, 1024], [5000, 0, 130, 64], 32, 8),
+    "mixed_batch_int64_qo": ([3, 500, 16], [100, 2000, 0], 32, 8),
     "prefill_2048_28q4kv": ([2048], [0], 28, 4),
 }
 SPEED = {

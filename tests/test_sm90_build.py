@@ -69,13 +69,13 @@ def test_find_nvcc_prefers_cuda_home(tmp_path, monkeypatch):
 
 
 def test_params_block_matches_the_c_struct():
-    # 9 pointers, 4 int64 strides, 1 float + 4 ints, 1 pointer: csrc/sage_sm90.cu Params
+    # 9 pointers, 4 int64 strides, 1 float + 6 ints, 1 pointer: csrc/sage_sm90.cu Params
     offsets = {
         name: getattr(sage_sm90._Params, name).offset for name, _ in sage_sm90._Params._fields_
     }
     assert offsets["q"] == 0 and offsets["tiles"] == 64
     assert offsets["stride_qn"] == 72 and offsets["stride_oh"] == 96
-    assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 120
+    assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 124
     assert offsets["vmax"] == 128 and ctypes.sizeof(sage_sm90._Params) == 136
     source = sage_sm90.SOURCE.read_text()
     struct = source[

@@ -71,7 +71,8 @@ class _Params(ctypes.Structure):
         ("qk_scale", ctypes.c_float),
         ("group", ctypes.c_int),
         ("n_pad", ctypes.c_int),
-        ("indptr64", ctypes.c_int),
+        ("qo_indptr64", ctypes.c_int),
+        ("kv_indptr64", ctypes.c_int),
         ("out_bf16", ctypes.c_int),
         ("vmax", ctypes.c_void_p),
     ]
@@ -211,8 +212,8 @@ def layout_problem(
     """Why the kernel (16-byte loads of Q rows) cannot read these tensors, or None."""
     if q.dtype not in (torch.bfloat16, torch.float16) or o.dtype != q.dtype:
         return f"q/o dtypes {q.dtype}/{o.dtype} (bf16 or fp16, equal)"
-    if qo_indptr.dtype != kv_indptr.dtype or qo_indptr.dtype not in (torch.int32, torch.int64):
-        return f"indptr dtypes {qo_indptr.dtype}/{kv_indptr.dtype}"
+    if {qo_indptr.dtype, kv_indptr.dtype} - {torch.int32, torch.int64}:
+        return f"indptr dtypes {qo_indptr.dtype}/{kv_indptr.dtype} (int32 or int64)"
     size = q.element_size()
     if q.data_ptr() % 16 or (q.stride(0) * size) % 16 or (q.stride(1) * size) % 16:
         return "q rows are not 16-byte aligned"
@@ -248,8 +249,8 @@ def launch(
         q.data_ptr(), o.data_ptr(), kq.data_ptr(), ks.data_ptr(), vq.data_ptr(),
         qo_indptr.data_ptr(), kv_indptr.data_ptr(), blk_indptr.data_ptr(), tiles.data_ptr(),
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), qk_scale, q.shape[1] // hkv, n_pad,
-        int(qo_indptr.dtype == torch.int64), int(q.dtype == torch.bfloat16),
-        vmax.data_ptr() if pv_fp8 else None,
+        int(qo_indptr.dtype == torch.int64), int(kv_indptr.dtype == torch.int64),
+        int(q.dtype == torch.bfloat16), vmax.data_ptr() if pv_fp8 else None,
     )  # fmt: skip
     args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
     stream = torch.cuda.current_stream(q.device).cuda_stream

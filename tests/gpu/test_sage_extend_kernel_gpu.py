@@ -74,6 +74,7 @@ def _draw(rng: random.Random, family: str) -> dict:
         "pre": pre,
         "ext": ext,
         "strided": rng.random() < 0.3,
+        "qo64": rng.random() < 0.3,  # SGLang 0.5.17 passes an int64 qo_indptr, int32 kv_indptr
         "outlier": rng.choice((8.0, 30.0)) if family == "k_outliers" else 0.0,
     }
 
@@ -104,6 +105,8 @@ def _inputs(spec: dict, gen: torch.Generator):
     kvp = torch.tensor([0, *torch.tensor(spec["pre"]).cumsum(0).tolist()], dtype=torch.int32)
     perm = torch.randperm(pool, generator=gen, device=dev)
     kvi = perm[: sum(spec["pre"])].to(torch.int64)
+    if spec["qo64"]:
+        qo = qo.to(torch.int64)
     return q, k, v, kb, vb, qo.to(dev), kvp.to(dev), kvi
 
 

@@ -67,7 +67,8 @@ struct Params {
   float qk_scale;            // sm_scale * log2(e)
   int group;                 // query heads per kv head
   int n_pad;                 // keys per head in the packed copies
-  int indptr64;              // 1 when the indptrs are int64
+  int qo_indptr64;           // 1 when qo_indptr is int64 (SGLang releases mix int32 and int64)
+  int kv_indptr64;           // 1 when kv_indptr is int64
   int out_bf16;              // 1 for bf16 q/o, 0 for fp16
   const float* vmax;         // [B, Hkv, D] |V| amax per channel (FP8 P.V only)
 };
@@ -444,10 +445,10 @@ __device__ __forceinline__ void attention(const Params& p) {
 
   const int tile = blockIdx.x, hq = blockIdx.y;
   const int b = p.tiles[2 * tile], pid_m = p.tiles[2 * tile + 1];
-  const long long q_start = load_indptr(p.qo_indptr, b, p.indptr64);
-  const int ext_len = int(load_indptr(p.qo_indptr, b + 1, p.indptr64) - q_start);
+  const long long q_start = load_indptr(p.qo_indptr, b, p.qo_indptr64);
+  const int ext_len = int(load_indptr(p.qo_indptr, b + 1, p.qo_indptr64) - q_start);
   if (pid_m * kBlockM >= ext_len) return;
-  const int pre_len = int(load_indptr(p.kv_indptr, b + 1, p.indptr64) - load_indptr(p.kv_indptr, b, p.indptr64));
+  const int pre_len = int(load_indptr(p.kv_indptr, b + 1, p.kv_indptr64) - load_indptr(p.kv_indptr, b, p.kv_indptr64));
   const int kv_len = pre_len + ext_len;
   const int hk = hq / p.group;
   const long long key0 = (long long)p.blk_indptr[b] * kKeyBlock;
