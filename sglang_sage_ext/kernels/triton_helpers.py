@@ -5,6 +5,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+#: Keys per INT8 K scale, and the alignment of each request in the packed buffers.
+KEY_BLOCK = 64
+#: The same value as a constexpr global, readable inside @triton.jit functions.
+_KEY_BLOCK = tl.constexpr(KEY_BLOCK)
 #: float32 whose bit pattern is 0x4B400000 (1.5 * 2**23): see `int32_to_f32_biased`.
 I2F_BIAS = tl.constexpr(12582912.0)
 
