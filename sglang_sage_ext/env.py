@@ -128,6 +128,14 @@ VARIABLES: tuple[Var, ...] = (
         "P·V precision of the paged kernel",
         choices=("fp16", "fp8", "auto"),
     ),
+    Var(
+        "SGLANG_SAGE_Q_SMOOTH",
+        CHOICE,
+        "auto",
+        "Q smoothing in the paged kernel (auto: on with FP16 P·V, off with FP8 P·V)",
+        choices=("auto", "on", "off"),
+        aliases={"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"},
+    ),
     Var("SGLANG_SAGE_MIN_TOKENS", INT, 16, "smallest batch sent to Sage", minimum=1),
     Var("SGLANG_SAGE_STATS_DIR", DIR, None, "where each process writes its Sage/fallback counts"),
     Var(

@@ -148,7 +148,9 @@ def _extend_route(report: Report) -> None:
 
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
-    text = kernels.extend_route_summary(mode, problem, kernels.paged_pv_mode())
+    text = kernels.extend_route_summary(
+        mode, problem, kernels.paged_pv_mode(), kernels.paged_q_smooth()
+    )
     if problem and mode != "off":
         report.add("extend under sage_attn", text, DEGRADED, problem)
     else:
