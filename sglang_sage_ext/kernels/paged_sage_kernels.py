@@ -84,6 +84,7 @@ from sglang_sage_ext.kernels.triton_helpers import (
     exp2,
     int32_to_f32_biased,
     to_fp8,
+    to_out,
 )
 
 
@@ -242,4 +243,4 @@ def _sage_extend_fwd(
         v_scale = tl.maximum(tl.load(Vmax + (b * Hkv + hk) * BLOCK_D + offs_d), 1e-12) / 448.0
         out = out * (v_scale / 448.0)[None, :]
     o_ptr = Out + q_rows[:, None] * stride_on + hq * stride_oh + offs_d[None, :]
-    tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=io_mask)
+    tl.store(o_ptr, to_out(out, Out.dtype.element_ty, INTERPRET), mask=io_mask)
