@@ -77,9 +77,10 @@ def resolve_q_smooth(q_smooth: str, pv_fp8: bool) -> bool:
     """True to smooth Q. "auto": on with FP16 P·V, off with FP8 P·V.
 
     Why: on LLM-like queries (per-channel bias) Q smoothing takes the FP16 P·V error from
-    1.2e-2..1.8e-2 to 0.9e-2..1.2e-2 rel-L2 (bench/llm_like_inputs.py families), at one FADD
-    per score in the attention loop; with FP8 P·V, e4m3's ~3.2e-2 dominates and smoothing
-    gains ~4 % of it, so the speed mode keeps the shorter loop.
+    1.3e-2..1.9e-2 to 0.96e-2..1.39e-2 rel-L2 (bench/llm_like_inputs.py families at the issue's
+    shapes, bench/sage_emulate.py), for one FADD per score and one per-key vector load per key
+    tile in the attention loop (+15 % of its instructions); with FP8 P·V, e4m3's ~3.4e-2
+    dominates and smoothing gains ~5 % of it, so the speed mode keeps the shorter loop.
     """
     if q_smooth == "on":
         return True

@@ -37,11 +37,13 @@ has no paged-KV input, so this module implements the same method for SGLang's ex
   the lent GPUs' version, 128x128 tiles, 8 warps: 868 instead of 753 instructions per thread per
   key tile, +15 %: 64 FADD, and 32 LDGSTS + 13 LDS for the c vector, which Triton loads like the
   key scales). On LLM-like inputs (per-channel query bias, `bench/llm_like_inputs.py`) the FP16
-  P·V error drops by ~30 % (e.g. 1.45e-2 -> 1.03e-2 at a 2K prefill); on i.i.d. inputs it changes
-  nothing. What remains is INT8's own rounding: a score error of ~8.7e-3 * sd(q - q_mean) * sd(k -
-  k_mean) (per-channel standard deviations, sm_scale = D^-0.5, D=128, natural-log units), which is
-  also about the rel-L2 of rows with long contexts; no smoothing removes a larger logit scale
-  (queries 1.5x the keys' scale: ~1.3e-2).
+  P·V error drops by ~27 % (median over the issue's five shapes, `bench/sage_emulate.py`: 1.66e-2
+  -> 1.23e-2 for biased queries, 1.64e-2 -> 1.18e-2 with all three LLM-like traits; CPU
+  interpreter, small shapes: 1.27e-2 -> 0.96e-2); on i.i.d. inputs it changes < 3 %. What remains
+  is INT8's own rounding: a score error of ~8.7e-3 * sd(q - q_mean) * sd(k - k_mean) (per-channel
+  standard deviations, sm_scale = D^-0.5, D=128, natural-log units), which is also about the
+  rel-L2 of rows with long contexts; no smoothing removes a larger logit scale (queries 1.5x the
+  keys' scale: ~1.3e-2).
 
 Data flow, two launches per layer call (three with FP8 P·V; asynchronous, no host sync; the
 pre-pass is in `paged_prep_kernel`, the launcher and the per-batch plan in `paged_sage` and

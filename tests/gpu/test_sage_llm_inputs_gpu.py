@@ -9,12 +9,14 @@ $SGLANG_SAGE_RESULTS_DIR/sage_llm_inputs_gpu.{json,md}.
 
 What is asserted:
 * the issue's goal, median rel-L2 <= 1.0e-2 per LLM-like family with FP16 P·V and Q smoothing,
-  marked xfail (not strict): a torch emulation of the kernel's quantization (float64 softmax)
-  predicts 1.0e-2..1.3e-2 for the families with the 1.5x query scale, the INT8 rounding floor
-  of such queries (see paged_sage_kernels' docstring); an XPASS says the goal is met;
-* regressions: Q smoothing lowers the median of q_bias and llm by >= 20 % (emulation: ~30 %)
+  marked xfail (not strict): bench/sage_emulate.py (the kernel's quantization in torch, within
+  1 % of the kernel under the interpreter) predicts medians of 1.23e-2 (q_bias) and 1.18e-2
+  (llm), 0.96e-2..1.39e-2 per shape, the INT8 rounding floor of queries with a 1.5x scale (see
+  paged_sage_kernels' docstring), and ~0.86e-2..0.89e-2 for the other families; an XPASS says
+  the goal is met;
+* regressions: Q smoothing lowers the median of q_bias and llm by >= 20 % (emulation: ~27 %)
   and changes i.i.d. inputs by < 5 %; FP16 P·V medians <= 1.45e-2 for every family; FP8 P·V
-  (e4m3, ~3.3e-2 by construction) medians <= 4.5e-2; no NaN, no write past the real rows.
+  (e4m3, ~3.4e-2 by construction) medians <= 4.5e-2; no NaN, no write past the real rows.
 """
 
 from __future__ import annotations
