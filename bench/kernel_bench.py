@@ -14,7 +14,7 @@ SDPA on chunk-over-prefix: `torch.nn.attention.bias.causal_lower_right` (bottom-
 handled natively by the flash backend; cuDNN may refuse it), K/V expanded to 32 heads when
 enable_gqa is refused. Where SDPA refuses, compare per FLOP with its prefill at the same kv
 length. Also: per-config timings and compiled metadata (registers, spills, shared memory) of
-the Sage extend kernel, and which config the autotuner picks.
+the Sage extend kernel. LLM-like inputs and Q smoothing: bench/llm_accuracy.py.
 
 usage: python3 bench/kernel_bench.py --out DIR [--seqs 1024 4096 16384 32768]
 """
@@ -252,21 +252,6 @@ def main() -> int:
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 res["configs"].append(row)
                 log("cfg", json.dumps(row))
-    os.environ[sek.AUTOTUNE_ENV] = "1"
-    try:
-        for mode in ("fp8", "fp16"):
-            p = probs["chunk4K@28K"]
-            sek.sage_extend_attention(
-                p.q, p.k, p.v, p.o, p.k_buffer, p.v_buffer, p.qo_indptr, p.kv_indptr,
-                p.kv_indices, p.sq, SCALE, pv_mode=mode,
-            )  # fmt: skip
-            torch.cuda.synchronize()
-            res[f"autotune_choice_{mode}"] = sek.autotuned_choice()
-            log(f"autotune ({mode}, chunk4K@28K, first key decides):", sek.autotuned_choice())
-    except Exception as exc:
-        res["notes"].append(f"autotune failed: {exc!r}"[:300])
-    finally:
-        os.environ.pop(sek.AUTOTUNE_ENV, None)
     del probs
     torch.cuda.empty_cache()
 
@@ -352,8 +337,6 @@ def render(res: dict) -> str:
             else f"| {r['pv_mode']} | {r['BLOCK_M']} | {r['BLOCK_N']} | {r['num_warps']} | "
             f"{r['num_stages']} | {r['problem']} | {r.get('error', '-')} | | | |"
         )
-    for mode in ("fp8", "fp16"):
-        lines.append(f"\nautotune choice ({mode}): {res.get(f'autotune_choice_{mode}')}")
     for n in res["notes"]:
         lines.append(f"\nnote: {n}")
     return "\n".join(lines) + "\n"

@@ -135,6 +135,14 @@ VARIABLES: tuple[Var, ...] = (
         "Sage extend kernel: auto (the Hopper CUDA kernel on sm90 where it builds), cuda, triton",
         choices=("auto", "cuda", "triton"),
     ),
+    Var(
+        "SGLANG_SAGE_Q_SMOOTH",
+        CHOICE,
+        "auto",
+        "Q smoothing in the paged kernel (auto: on with FP16 P·V, off with FP8 P·V)",
+        choices=("auto", "on", "off"),
+        aliases={"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"},
+    ),
     Var("SGLANG_SAGE_MIN_TOKENS", INT, 16, "smallest batch sent to Sage", minimum=1),
     Var("SGLANG_SAGE_STATS_DIR", DIR, None, "where each process writes its Sage/fallback counts"),
     Var(

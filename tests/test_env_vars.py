@@ -34,6 +34,9 @@ TABLE = [
     ("SGLANG_SAGE_MIN_TOKENS", "64", True, ""),
     ("SGLANG_SAGE_EXTEND_PV", "fp4", False, "fp16|fp8|auto"),
     ("SGLANG_SAGE_EXTEND_PV", "fp8", True, ""),
+    ("SGLANG_SAGE_Q_SMOOTH", "always", False, "auto|on|off"),
+    ("SGLANG_SAGE_Q_SMOOTH", "0", True, ""),
+    ("SGLANG_SAGE_Q_SMOOTH", "On", True, ""),
     ("SGLANG_SAGE_PAGED_EXTEND", "maybe", False, "all|prefix|off"),
     ("SGLANG_SAGE_PAGED_EXTEND", "0", True, ""),
     ("SGLANG_SAGE_EXT_DISABLE", "ture", False, "0|false|no|off"),
@@ -98,6 +101,7 @@ def _runtime(monkeypatch):
         "SGLANG_SAGE_FORCE_FALLBACK": fallback.forced_off,
         "SGLANG_SAGE_MIN_TOKENS": fallback.min_tokens,
         "SGLANG_SAGE_EXTEND_PV": kernels.paged_pv_mode,
+        "SGLANG_SAGE_Q_SMOOTH": kernels.paged_q_smooth,
         "SGLANG_SAGE_PAGED_EXTEND": fallback.paged_kernel_mode,
     }
 
@@ -108,6 +112,7 @@ RUNTIME = [
     ("SGLANG_SAGE_FORCE_FALLBACK", "maybe", False, False),
     ("SGLANG_SAGE_MIN_TOKENS", "abc", 16, 16),
     ("SGLANG_SAGE_EXTEND_PV", "fp4", "fp16", "fp16"),
+    ("SGLANG_SAGE_Q_SMOOTH", "always", "auto", "auto"),
     ("SGLANG_SAGE_PAGED_EXTEND", "maybe", "all", "all"),
 ]
 
@@ -155,6 +160,7 @@ def test_constants_match_the_declarations():
     assert _bootstrap._TRUE == env.TRUE_VALUES
     assert env.BY_NAME[fallback.MIN_TOKENS_ENV].default == fallback.DEFAULT_MIN_TOKENS
     assert env.BY_NAME[kernels.PAGED_PV_ENV].default == kernels.DEFAULT_PAGED_PV
+    assert env.BY_NAME[kernels.Q_SMOOTH_ENV].default == kernels.DEFAULT_Q_SMOOTH
     assert fallback.PAGED_MODES == ("all", "prefix", "off")
     assert env.BY_NAME[decode_backend.DECODE_ENV].choices[1:] == decode_backend.PREFERENCE
 

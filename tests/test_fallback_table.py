@@ -249,6 +249,33 @@ def test_route_summary(mode, problem, expected):
     assert expected in extend_route_summary(mode, problem, "fp16")
 
 
+@pytest.mark.parametrize(
+    ("pv_mode", "q_smooth", "expected"),
+    [
+        ("fp16", "auto", "(P·V fp16, Q smoothing on)"),
+        ("fp8", "auto", "(P·V fp8, Q smoothing off)"),
+        ("auto", "auto", "Q smoothing on with FP16 P·V)"),
+        ("fp8", "on", "(P·V fp8, Q smoothing on)"),
+        ("fp16", "off", "(P·V fp16, Q smoothing off)"),
+    ],
+)
+def test_route_summary_names_q_smoothing(pv_mode, q_smooth, expected):
+    from sglang_sage_ext.kernels.sage_ops import extend_route_summary
+
+    assert expected in extend_route_summary("all", None, pv_mode, q_smooth)
+
+
+def test_paged_q_smooth(monkeypatch):
+    from sglang_sage_ext.kernels import sage_ops as kernels
+
+    monkeypatch.delenv(kernels.Q_SMOOTH_ENV, raising=False)
+    assert kernels.paged_q_smooth() == "auto"
+    monkeypatch.setenv(kernels.Q_SMOOTH_ENV, "false")
+    assert kernels.paged_q_smooth() == "off"
+    monkeypatch.setenv(kernels.Q_SMOOTH_ENV, "ON")
+    assert kernels.paged_q_smooth() == "on"
+
+
 def test_paged_pv_mode(monkeypatch):
     from sglang_sage_ext.kernels import sage_ops as kernels
 

@@ -6,6 +6,8 @@ cases cover: plain prefill (prefix 0), prefix + chunk, one-token chunks, mixed b
 head dims 64/96/128, fp16/bf16, strided q/k/v views, padding rows after the real tokens, and K
 with strong per-channel outliers (what smoothing is for). Both P·V modes run: the interpreter
 executes int8 and fp8 dots exactly (its fp32->fp8 rounding bug is worked around in the kernel).
+With the default q_smooth="auto", FP16 P·V runs with Q smoothing and FP8 P·V without, so both
+paths of every case are covered (LLM-like inputs: test_sage_llm_inputs_cpu).
 """
 
 from __future__ import annotations

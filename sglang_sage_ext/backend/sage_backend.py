@@ -142,6 +142,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         self._paged_ok = self._paged_mode != "off" and paged_problem is None
         self._paged_pv = kernels.paged_pv_mode()
         self._paged_kernel, self.kernel_summary = "triton", "Triton"
+        self._q_smooth = kernels.paged_q_smooth()
         self.cost_table = cost_model.load_table(capability, self.native_name)
         self._cost_model_on = fallback.cost_model_enabled()
         if self.sage_unavailable is not None:
@@ -161,7 +162,9 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             "sage_attn: Sage extend path on (%s): %s, kernel %s; routing: %s; every other extend "
             "batch on the native backend %s",
             where,
-            kernels.extend_route_summary(self._paged_mode, paged_problem, self._paged_pv),
+            kernels.extend_route_summary(
+                self._paged_mode, paged_problem, self._paged_pv, self._q_smooth
+            ),
             self.kernel_summary,
             routing,
             self.native_name,
@@ -304,7 +307,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             route = self._batch
             plan = route.plan if route is not None and route.kind == "sage" else None
             kernels.sage_extend_paged(
-                params, self._paged_pv, plan, self._workspace, self._paged_kernel
+                params, self._paged_pv, plan, self._workspace, self._paged_kernel, self._q_smooth
             )
             STATS.record_sage(call.num_tokens, "sage_paged")
             return None

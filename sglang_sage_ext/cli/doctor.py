@@ -148,7 +148,9 @@ def _extend_route(report: Report) -> None:
 
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
-    text = kernels.extend_route_summary(mode, problem, kernels.paged_pv_mode())
+    text = kernels.extend_route_summary(
+        mode, problem, kernels.paged_pv_mode(), kernels.paged_q_smooth()
+    )
     if problem and mode != "off":
         report.add("extend under sage_attn", text, DEGRADED, problem)
     else:
@@ -183,15 +185,9 @@ def _routing(report: Report) -> None:
 
 
 def _kernel(report: Report) -> None:
-    """Which Sage extend kernel a server on this machine would run (builds the CUDA one)."""
-    import torch
-
     from sglang_sage_ext.kernels import sage_ops
 
-    text = "Triton (no CUDA GPU)"
-    if torch.cuda.is_available():
-        _, text = sage_ops.paged_kernel_choice(torch.device("cuda"), sage_ops.paged_pv_mode())
-    report.add("Sage extend kernel", text)
+    report.add("Sage extend kernel", sage_ops.kernel_line())
 
 
 def _decode(report: Report) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sglang_sage_ext.kernels.paged_sage_kernels import KEY_BLOCK
+from sglang_sage_ext.kernels.triton_helpers import KEY_BLOCK
 
 
 @dataclass
@@ -118,7 +118,8 @@ class Workspace:
     """Packed quantized K/V buffers, grown on demand and reused by every layer and batch.
 
     It holds the largest batch seen so far (a 32K-token chunk with 8 kv heads and D=128 needs
-    ~100 MB in FP16 P·V mode); `release()` gives the memory back.
+    ~100 MB in FP16 P·V mode, plus 4 MB for Q smoothing's per-key terms with 32 query heads);
+    `release()` gives the memory back.
     """
 
     def __init__(self) -> None:
@@ -147,6 +148,15 @@ class Workspace:
         vmax = self._take("vmax", (batch, hkv, block_d), torch.float32, device)
         vmax.zero_()
         return kq, ks, vq, vmax
+
+    def q_smooth_buffers(
+        self, hq: int, n_pad: int, block_d: int, batch: int, device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cq, qmean) views of Q smoothing: the per-key term q_mean . k~ [Hq, n_pad] and the
+        query mean per request and query head [B, Hq, block_d] (fp32, written by the pre-pass)."""
+        cq = self._take("cq", (hq, n_pad), torch.float32, device)
+        qmean = self._take("qmean", (batch, hq, block_d), torch.float32, device)
+        return cq, qmean
 
     def release(self) -> None:
         self._bufs.clear()

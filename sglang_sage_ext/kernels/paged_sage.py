@@ -21,7 +21,9 @@ from sglang_sage_ext.kernels.paged_plan import (
     plan_extend,
     plan_from_indptr,
 )
-from sglang_sage_ext.kernels.paged_sage_kernels import KEY_BLOCK, _kv_prep_kernel, _sage_extend_fwd
+from sglang_sage_ext.kernels.paged_prep_kernel import _kv_prep_kernel
+from sglang_sage_ext.kernels.paged_sage_kernels import _sage_extend_fwd
+from sglang_sage_ext.kernels.triton_helpers import KEY_BLOCK
 
 __all__ = ["KEY_BLOCK", "ExtendPlan", "Workspace", "plan_extend", "sage_extend_attention"]
 
@@ -75,6 +77,24 @@ def resolve_pv_mode(pv_mode: str, device: torch.device) -> bool:
     return capability is not None and capability >= (8, 9)
 
 
+def resolve_q_smooth(q_smooth: str, pv_fp8: bool) -> bool:
+    """True to smooth Q. "auto": on with FP16 P·V, off with FP8 P·V.
+
+    Why: on LLM-like queries (per-channel bias) Q smoothing takes the FP16 P·V error from
+    1.3e-2..1.9e-2 to 0.96e-2..1.39e-2 rel-L2 (bench/llm_like_inputs.py families at the issue's
+    shapes, bench/sage_emulate.py), for one FADD per score and one per-key vector load per key
+    tile in the attention loop (+15 % of its instructions); with FP8 P·V, e4m3's ~3.4e-2
+    dominates and smoothing gains ~5 % of it, so the speed mode keeps the shorter loop.
+    """
+    if q_smooth == "on":
+        return True
+    if q_smooth == "off":
+        return False
+    if q_smooth != "auto":
+        raise ValueError(f"q_smooth must be 'auto', 'on' or 'off', not {q_smooth!r}")
+    return not pv_fp8
+
+
 def _check_inputs(q, k, v, o, k_buffer, v_buffer) -> None:
     if q.shape[1] % k.shape[1]:
         raise ValueError(f"query heads {q.shape[1]} are not a multiple of kv heads {k.shape[1]}")
@@ -98,6 +118,7 @@ def sage_extend_attention(
     sm_scale: float | None = None,
     *,
     pv_mode: str = "auto",
+    q_smooth: str = "auto",
     config: dict[str, int] | None = None,
     plan: ExtendPlan | None = None,
     workspace: Workspace | None = None,
@@ -111,6 +132,8 @@ def sage_extend_attention(
     k_buffer[kv_indices[kv_indptr[b] + i]]. qo_indptr / kv_indptr: int32 or int64 [B+1]
     (kv_indptr counts prefix tokens only).
     Query row i of request b sees all of b's prefix and its new tokens j <= i.
+    `q_smooth` ("auto" | "on" | "off"): subtract the request's mean query before INT8
+    quantization and add q_mean . k back per key (SageAttention2); see `resolve_q_smooth`.
     `plan`: the batch's `plan_extend(...)` (SGLang's host-side lengths); without it one is made
     from the indptrs, which waits for the GPU once. `workspace`: reused packed buffers (default:
     one per process). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
@@ -129,34 +152,44 @@ def sage_extend_attention(
         raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
     if kernel == "sm90":
         kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
+    # Q smoothing is a Triton-kernel feature; the Hopper CUDA kernel quantizes Q on its own.
+    smooth = resolve_q_smooth(q_smooth, pv_fp8) and kernel != "sm90"
     block_d = triton.next_power_of_2(head_dim)
     hkv = k.shape[1]
-    kq, ks, vq, vmax = (workspace or _DEFAULT_WORKSPACE).buffers(
-        hkv, plan.n_pad, block_d, batch, pv_fp8, q.device
+    ws = workspace or _DEFAULT_WORKSPACE
+    kq, ks, vq, vmax = ws.buffers(hkv, plan.n_pad, block_d, batch, pv_fp8, q.device)
+    # without Q smoothing the kernels never dereference cq / qmean
+    cq, qmean = (
+        ws.q_smooth_buffers(q.shape[1], plan.n_pad, block_d, batch, q.device)
+        if smooth
+        else (ks, ks)
     )
+    qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
     prep_args = (
         k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices, plan.blk_indptr, kq, ks, vq,
-        vmax, batch, hkv, k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buffer.stride(0),
+        vmax, q, qmean, cq, qk_scale, batch, hkv, q.shape[1] // hkv, q.stride(0), q.stride(1),
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buffer.stride(0),
         k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1), plan.n_pad,
     )  # fmt: skip
     prep = {"HEAD_DIM": head_dim, "BLOCK_D": block_d, "INTERPRET": _INTERPRET}
     prep["num_warps"] = 4 if block_d <= 64 else 8
+    grid = (plan.n_blk, hkv)
     if pv_fp8:
-        _kv_prep_kernel[(plan.n_blk, hkv)](*prep_args, STATS=True, PV_FP8=True, **prep)
+        _kv_prep_kernel[grid](*prep_args, STATS=True, PV_FP8=True, Q_SMOOTH=False, **prep)
     permute_v = kernel == "sm90" and pv_fp8
-    _kv_prep_kernel[(plan.n_blk, hkv)](
-        *prep_args, STATS=False, PV_FP8=pv_fp8, PERMUTE_V=permute_v, **prep
+    _kv_prep_kernel[grid](
+        *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth, PERMUTE_V=permute_v, **prep
     )
-    scale = sm_scale if sm_scale is not None else head_dim**-0.5
     if kernel == "sm90":
         sage_sm90.launch(
             q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
-            plan.tiles(sage_sm90.block_m()), scale * _LOG2E, vmax=vmax if pv_fp8 else None,
+            plan.tiles(sage_sm90.block_m()), qk_scale, vmax=vmax if pv_fp8 else None,
         )  # fmt: skip
         return None
     cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))
     compiled = _launch_attention(
-        q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, pv_fp8, scale
+        q, o, (kq, ks, vq, vmax, qmean, cq), qo_indptr, kv_indptr, plan, cfg, pv_fp8, smooth,
+        qk_scale,
     )  # fmt: skip
     return compiled_metadata(compiled) if config is not None else None
 
@@ -172,8 +205,9 @@ def _sm90_or_triton(q, o, qo_indptr, kv_indptr) -> str:
     return "triton"
 
 
-def _launch_attention(q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, pv_fp8, sm_scale):
+def _launch_attention(q, o, packed, qo_indptr, kv_indptr, plan, cfg, pv_fp8, smooth, qk_scale):
     """The attention launch: TMA descriptors over the packed copies, grid (tiles, Hq)."""
+    kq, ks, vq, vmax, qmean, cq = packed
     hkv, n_pad, block_d = kq.shape
     hq, head_dim = q.shape[1], q.shape[2]
     block_n = cfg["BLOCK_N"]
@@ -186,10 +220,10 @@ def _launch_attention(q, o, kq, ks, vq, vmax, qo_indptr, kv_indptr, plan, cfg, p
     tiles = plan.tiles(cfg["BLOCK_M"])
     grid = (tiles.shape[0], hq)
     return _sage_extend_fwd[grid](
-        q, o, k_desc, ks, v_desc, vmax, qo_indptr, kv_indptr, plan.blk_indptr, tiles,
-        sm_scale * _LOG2E, hkv, hq // hkv, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
+        q, o, k_desc, ks, v_desc, vmax, qmean, cq, qo_indptr, kv_indptr, plan.blk_indptr, tiles,
+        qk_scale, hkv, hq // hkv, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
         n_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=block_n,
-        PV_FP8=pv_fp8, INTERPRET=_INTERPRET, num_warps=cfg["num_warps"],
+        PV_FP8=pv_fp8, Q_SMOOTH=smooth, INTERPRET=_INTERPRET, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )  # fmt: skip
 

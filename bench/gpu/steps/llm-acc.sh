@@ -1,0 +1,27 @@
+#!/bin/bash
+# paged-kernel accuracy on LLM-like inputs (Q smoothing off/on, both P·V modes) + its speed cost
+# 1. tests/gpu/test_sage_llm_inputs_gpu.py: the goal (median rel-L2 <= 1e-2 per
+#    LLM-like family, FP16 P·V; non-strict xfail) and regression bounds
+# 2. bench/llm_accuracy.py: rel-L2 per family x shape x P·V mode x Q smoothing, and TFLOP/s of one
+#    layer call with Q smoothing off and on (the table comes last).
+# Needs only torch + triton (no SGLang); the working tree goes first on PYTHONPATH.
+# H100, ~3 min. Back: results/{sage_llm_inputs_gpu,llm_accuracy}.{json,md}.
+# Env: TEST_BUDGET_S (200), BENCH_BUDGET_S (240).
+OUT=${OUT:-/tmp/gpu_out/llm-acc}
+mkdir -p "$OUT/results"
+LOG_NAME=llm-acc.log
+# shellcheck disable=SC1091
+source bench/gpu/common.sh
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export SGLANG_SAGE_RESULTS_DIR=$OUT/results
+nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv
+
+step "GPU accuracy test (tests/gpu/test_sage_llm_inputs_gpu.py)"
+timeout "${TEST_BUDGET_S:-200}" python3 -m pytest -m gpu -q -rA -p no:cacheprovider \
+  tests/gpu/test_sage_llm_inputs_gpu.py
+echo "[llm-acc] pytest rc=$?"
+
+step "bench/llm_accuracy.py ($(left) s left)"
+timeout "${BENCH_BUDGET_S:-240}" python3 bench/llm_accuracy.py --out "$OUT/results"
+echo "[llm-acc] bench rc=$?"
+rm -rf "$OUT/logs"
