@@ -35,24 +35,14 @@ def flops(shape: llm.Shape) -> float:
     return 4.0 * shape.hq * shape.d * visible
 
 
-def call(batch: llm.Batch, o: torch.Tensor, plan, pv_mode: str, q_smooth: str) -> None:
-    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
-
-    sage_extend_attention(
-        batch.q, batch.k, batch.v, o, batch.k_buffer, batch.v_buffer, batch.qo_indptr,
-        batch.kv_indptr, batch.kv_indices, max(batch.shape.extend), batch.sm_scale,
-        pv_mode=pv_mode, q_smooth=q_smooth, plan=plan,
-    )  # fmt: skip
-
-
-def timings(batch: llm.Batch, o: torch.Tensor, plan) -> list[dict]:
+def timings(batch: llm.Batch, plan) -> list[dict]:
     """do_bench median of one layer call per (P·V mode, Q smoothing)."""
     from triton.testing import do_bench
 
     rows = []
     for pv, qs in MODES:
         ms = do_bench(
-            lambda pv=pv, qs=qs: call(batch, o, plan, pv, qs), warmup=25, rep=100,
+            lambda pv=pv, qs=qs: llm.run_sage(batch, pv, qs, plan=plan), warmup=25, rep=100,
             return_mode="median",
         )  # fmt: skip
         rows.append(
@@ -73,16 +63,10 @@ def measure_shape(
     for j, family in enumerate(llm.FAMILIES):
         batch = llm.make_batch(family, shape, SEED + 100 * index + j, device=device)
         ref = llm.reference(batch)
-        o = torch.empty_like(batch.q)
-        for pv, qs in MODES:
-            call(batch, o, plan, pv, qs)
-            acc.append(
-                {"shape": shape.name, "family": family, "pv_mode": pv, "q_smooth": qs,
-                 "rel_l2": llm.rel_l2(o, ref)}
-            )  # fmt: skip
+        acc += [llm.score_row(batch, family, ref, pv, qs, plan=plan) for pv, qs in MODES]
         del ref
         if family == "llm" and speed:
-            spd = timings(batch, o, plan)
+            spd = timings(batch, plan)
         del batch
         if device == "cuda":
             torch.cuda.empty_cache()

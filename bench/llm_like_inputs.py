@@ -197,3 +197,33 @@ def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
     if not torch.isfinite(o).all():
         return float("inf")
     return float((o - ref).norm() / ref.norm())
+
+
+def run_sage(batch: Batch, pv_mode: str, q_smooth: str, **kwargs) -> tuple[torch.Tensor, bool]:
+    """The paged Sage kernel on `batch` into a NaN-poisoned output: (output, padding untouched).
+
+    `kwargs` go to `sage_extend_attention` (e.g. `config=`, `plan=`)."""
+    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
+
+    o = torch.full_like(batch.q, float("nan"))
+    sage_extend_attention(
+        batch.q, batch.k, batch.v, o, batch.k_buffer, batch.v_buffer, batch.qo_indptr,
+        batch.kv_indptr, batch.kv_indices, max(batch.shape.extend), batch.sm_scale,
+        pv_mode=pv_mode, q_smooth=q_smooth, **kwargs,
+    )  # fmt: skip
+    return o, bool(o[batch.num_tokens :].isnan().all())
+
+
+def score_row(
+    batch: Batch, family: str, ref: torch.Tensor, pv_mode: str, q_smooth: str, **kwargs
+) -> dict:
+    """One result row (shape, family, modes, rel-L2 vs `ref`, padding untouched)."""
+    o, untouched = run_sage(batch, pv_mode, q_smooth, **kwargs)
+    return {
+        "shape": batch.shape.name,
+        "family": family,
+        "pv_mode": pv_mode,
+        "q_smooth": q_smooth,
+        "rel_l2": rel_l2(o, ref),
+        "pad_untouched": untouched,
+    }

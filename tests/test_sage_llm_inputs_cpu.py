@@ -43,7 +43,6 @@ FP8_MAX = 4.5e-2
 def run_rows() -> list[dict]:
     """Every (shape, family, P·V mode, smoothing) row, in this interpreter (needs
     TRITON_INTERPRET=1 set before Triton is imported)."""
-    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
     from tests._llm_inputs import llm
 
     decode = llm.Shape("decode 2 x (1 over 200)", (200, 33), (1, 1), 4, 1, 64)
@@ -54,22 +53,7 @@ def run_rows() -> list[dict]:
         batch = llm.make_batch(family, shape, SEED, pad_rows=3)
         ref = llm.reference(batch)
         for q_smooth in ("off", "on"):
-            o = torch.full_like(batch.q, float("nan"))
-            sage_extend_attention(
-                batch.q, batch.k, batch.v, o, batch.k_buffer, batch.v_buffer, batch.qo_indptr,
-                batch.kv_indptr, batch.kv_indices, max(shape.extend), batch.sm_scale,
-                pv_mode=pv_mode, q_smooth=q_smooth, config=CONFIG,
-            )  # fmt: skip
-            rows.append(
-                {
-                    "shape": shape.name,
-                    "family": family,
-                    "pv_mode": pv_mode,
-                    "q_smooth": q_smooth,
-                    "rel_l2": llm.rel_l2(o, ref),
-                    "pad_untouched": bool(o[batch.num_tokens :].isnan().all()),
-                }
-            )
+            rows.append(llm.score_row(batch, family, ref, pv_mode, q_smooth, config=CONFIG))
     return rows
 
 

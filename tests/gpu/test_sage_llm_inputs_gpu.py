@@ -45,18 +45,6 @@ FP8_MEDIAN_MAX = 4.5e-2
 SMOOTH_GAIN_MIN = 0.2
 
 
-def _run(batch, pv_mode: str, q_smooth: str) -> tuple[torch.Tensor, bool]:
-    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
-
-    o = torch.full_like(batch.q, float("nan"))
-    sage_extend_attention(
-        batch.q, batch.k, batch.v, o, batch.k_buffer, batch.v_buffer, batch.qo_indptr,
-        batch.kv_indptr, batch.kv_indices, max(batch.shape.extend), batch.sm_scale,
-        pv_mode=pv_mode, q_smooth=q_smooth,
-    )  # fmt: skip
-    return o, bool(o[batch.num_tokens :].isnan().all())
-
-
 def measure() -> list[dict]:
     """rel-L2 of every (shape, family, P·V mode, Q smoothing), fresh inputs per (shape, family)."""
     rows = []
@@ -68,17 +56,7 @@ def measure() -> list[dict]:
             ref = llm.reference(batch)
             for pv_mode in ("fp16", "fp8"):
                 for q_smooth in ("off", "on"):
-                    o, untouched = _run(batch, pv_mode, q_smooth)
-                    rows.append(
-                        {
-                            "shape": shape.name,
-                            "family": family,
-                            "pv_mode": pv_mode,
-                            "q_smooth": q_smooth,
-                            "rel_l2": llm.rel_l2(o, ref),
-                            "pad_untouched": untouched,
-                        }
-                    )
+                    rows.append(llm.score_row(batch, family, ref, pv_mode, q_smooth))
             del batch, ref
             if DEVICE == "cuda":
                 torch.cuda.empty_cache()
