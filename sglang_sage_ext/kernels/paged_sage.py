@@ -138,7 +138,7 @@ def sage_extend_attention(
     from the indptrs, which waits for the GPU once. `workspace`: reused packed buffers (default:
     one per process). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
     configuration (benchmarks); then the compiled kernel's metadata is returned, else None.
-    `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`, FP16 P·V, D=128;
+    `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`, D=128, either P·V;
     the caller checks `sage_sm90.problem()` first).
     """
     batch = qo_indptr.numel() - 1
@@ -154,9 +154,31 @@ def sage_extend_attention(
         kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
     # Q smoothing is a Triton-kernel feature; the Hopper CUDA kernel quantizes Q on its own.
     smooth = resolve_q_smooth(q_smooth, pv_fp8) and kernel != "sm90"
+    qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
+    packed = _pre_pass(
+        (q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices), plan,
+        workspace or _DEFAULT_WORKSPACE, pv_fp8, smooth, kernel == "sm90", qk_scale,
+    )  # fmt: skip
+    if kernel == "sm90":
+        kq, ks, vq, vmax = packed[:4]
+        sage_sm90.launch(
+            q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
+            plan.tiles(sage_sm90.block_m()), qk_scale, vmax=vmax if pv_fp8 else None,
+        )  # fmt: skip
+        return None
+    cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))
+    compiled = _launch_attention(
+        q, o, packed, qo_indptr, kv_indptr, plan, cfg, pv_fp8, smooth, qk_scale
+    )  # fmt: skip
+    return compiled_metadata(compiled) if config is not None else None
+
+
+def _pre_pass(tensors, plan, ws, pv_fp8, smooth, for_sm90, qk_scale) -> tuple:
+    """Packed INT8 K (+ scales), V^T (FP16, or FP8 + |V| amax; keys permuted for the sm90
+    kernel) and, with Q smoothing, the query means and per-key terms: one or two launches."""
+    q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices = tensors
+    batch, head_dim, hkv = qo_indptr.numel() - 1, q.shape[2], k.shape[1]
     block_d = triton.next_power_of_2(head_dim)
-    hkv = k.shape[1]
-    ws = workspace or _DEFAULT_WORKSPACE
     kq, ks, vq, vmax = ws.buffers(hkv, plan.n_pad, block_d, batch, pv_fp8, q.device)
     # without Q smoothing the kernels never dereference cq / qmean
     cq, qmean = (
@@ -164,7 +186,6 @@ def sage_extend_attention(
         if smooth
         else (ks, ks)
     )
-    qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
     prep_args = (
         k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices, plan.blk_indptr, kq, ks, vq,
         vmax, q, qmean, cq, qk_scale, batch, hkv, q.shape[1] // hkv, q.stride(0), q.stride(1),
@@ -176,22 +197,11 @@ def sage_extend_attention(
     grid = (plan.n_blk, hkv)
     if pv_fp8:
         _kv_prep_kernel[grid](*prep_args, STATS=True, PV_FP8=True, Q_SMOOTH=False, **prep)
-    permute_v = kernel == "sm90" and pv_fp8
     _kv_prep_kernel[grid](
-        *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth, PERMUTE_V=permute_v, **prep
-    )
-    if kernel == "sm90":
-        sage_sm90.launch(
-            q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
-            plan.tiles(sage_sm90.block_m()), qk_scale, vmax=vmax if pv_fp8 else None,
-        )  # fmt: skip
-        return None
-    cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))
-    compiled = _launch_attention(
-        q, o, (kq, ks, vq, vmax, qmean, cq), qo_indptr, kv_indptr, plan, cfg, pv_fp8, smooth,
-        qk_scale,
+        *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth, PERMUTE_V=for_sm90 and pv_fp8,
+        **prep,
     )  # fmt: skip
-    return compiled_metadata(compiled) if config is not None else None
+    return kq, ks, vq, vmax, qmean, cq
 
 
 def _sm90_or_triton(q, o, qo_indptr, kv_indptr) -> str:
