@@ -105,3 +105,19 @@ def test_explicit_choices_keep_triton(monkeypatch, env, pv, reason):
 def test_source_ships_in_the_package():
     assert sage_sm90.SOURCE.is_file()
     assert os.path.basename(sage_sm90.SOURCE.parent) == "csrc"
+
+
+def test_layout_problems_are_named():
+    q = torch.zeros(8, 4, 128, dtype=torch.bfloat16)
+    i32, i64 = torch.zeros(2, dtype=torch.int32), torch.zeros(2, dtype=torch.int64)
+    assert sage_sm90.layout_problem(q, q, i64, i32) is None  # SGLang 0.5.17 mixes the two
+    assert "dtypes" in sage_sm90.layout_problem(q, q.half(), i32, i32)
+    assert "indptr" in sage_sm90.layout_problem(q, q, i32.float(), i32)
+    odd = torch.zeros(8, 4 * 128 + 1, dtype=torch.bfloat16)[:, 1:].view(8, 4, 128)
+    assert sage_sm90.layout_problem(odd, q, i32, i32) == "q rows are not 16-byte aligned"
+
+
+def test_driver_errors_carry_a_name_or_say_unknown():
+    pattern = r"cuModuleLoadData failed with CUDA driver error 209 \(\w+\)"
+    with pytest.raises(RuntimeError, match=pattern):
+        sage_sm90._check(209, "cuModuleLoadData")

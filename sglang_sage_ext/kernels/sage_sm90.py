@@ -146,8 +146,16 @@ def _driver() -> ctypes.CDLL:
 
 
 def _check(result: int, what: str) -> None:
-    if result != 0:
-        raise RuntimeError(f"{what} failed with CUDA driver error {result}")
+    """Raise with the driver's name for a failed call (e.g. CUDA_ERROR_NO_BINARY_FOR_GPU)."""
+    if result == 0:
+        return
+    name = ctypes.c_char_p()
+    try:
+        ctypes.CDLL("libcuda.so.1").cuGetErrorName(result, ctypes.byref(name))
+    except (OSError, AttributeError):
+        name.value = None
+    label = name.value.decode() if name.value else "unknown"
+    raise RuntimeError(f"{what} failed with CUDA driver error {result} ({label})")
 
 
 def _load(
