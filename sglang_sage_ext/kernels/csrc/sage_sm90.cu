@@ -1,18 +1,21 @@
-// SageAttention extend kernel for Hopper (sm_90a): INT8 Q.K^T and FP16 P.V on wgmma.
+// SageAttention extend kernel for Hopper (sm_90a): INT8 Q.K^T and FP16 (or FP8) P.V on wgmma.
 //
 // Method: SageAttention (Zhang et al., ICLR 2025, arXiv:2410.02367): INT8 Q and K after
-// smoothing K, FP16 P.V with fp32 accumulation. Hopper structure after SageAttention2's sm90
-// kernel (Zhang et al., ICML 2025, arXiv:2411.10958) and FlashAttention-3 (Shah et al., 2024,
-// arXiv:2407.08608): one 128-thread warpgroup per CTA owns 64 query rows; K/V tiles of 128 keys
-// stream through a two-stage shared-memory ring; several CTAs per SM overlap one CTA's softmax
-// with another's tensor-core work. Written for this project; no code was copied.
+// smoothing K, FP16 P.V with fp32 accumulation (FP8 P.V below). Hopper structure after
+// SageAttention2's sm90 kernel (Zhang et al., ICML 2025, arXiv:2411.10958) and FlashAttention-3
+// (Shah et al., 2024, arXiv:2407.08608): one 128-thread warpgroup per CTA owns 64 query rows;
+// K/V tiles of 128 keys stream through a two-stage cp.async ring; two CTAs per SM, and inside
+// each, Q.K^T of the next tile and P.V of this one run on the tensor cores under the softmax
+// (FA3's intra-warpgroup overlap); FlashAttention-4's conditional rescaling. Written for this
+// project; no code was copied.
 //
-// Inputs are the packed copies that the Triton pre-pass (`paged_sage_kernels._kv_prep_kernel`)
+// Inputs are the packed copies that the Triton pre-pass (`paged_prep_kernel._kv_prep_kernel`)
 // writes once per layer call: INT8 K [Hkv, n_pad, 128] with one fp32 scale per key (mean-
-// smoothed), FP16 V transposed [Hkv, 128, n_pad]; each request starts on a 64-key boundary and
-// two zero blocks end the buffer, so a 128-key tile never reads past it. Q is quantized here
-// (one scale per query row, sm_scale * log2(e) folded in). Semantics: SGLang's extend attention,
-// bottom-right causal over a prefix: query i of a request sees keys j <= prefix_len + i.
+// smoothed), V transposed [Hkv, 128, n_pad] (FP16, or FP8 e4m3 + per-channel |V| amax); each
+// request starts on a 64-key boundary and two zero blocks end the buffer, so a 128-key tile
+// never reads past it. Q is quantized here (one scale per query row, sm_scale * log2(e) folded
+// in). Semantics: SGLang's extend attention, bottom-right causal over a prefix: query i of a
+// request sees keys j <= prefix_len + i.
 //
 // Shared-memory tiles use the 128-byte swizzle that wgmma descriptors read: row r of a tile with
 // 128-byte rows keeps its 16-byte chunk c at chunk c ^ (r % 8); tiles are 1024-byte aligned.
@@ -35,7 +38,9 @@ constexpr bool kFp8Pv = SAGE_PV_FP8;
 #ifndef SAGE_WARPGROUPS
 #define SAGE_WARPGROUPS 1
 #endif
-constexpr int kWarpgroups = SAGE_WARPGROUPS;  // each owns 64 query rows (one wgmma M); K/V tiles are shared
+// Warpgroups per CTA, each owning 64 query rows (one wgmma M) and sharing the K/V tiles. 2 was
+// measured slower than 1 (bench/results/sm90-kernel-h200-2026-11-27); 1 is the default.
+constexpr int kWarpgroups = SAGE_WARPGROUPS;
 constexpr int kBlockM = 64 * kWarpgroups;
 constexpr int kBlockN = 128;   // keys per tile
 constexpr int kHeadDim = 128;  // D; 128 bytes per INT8 row: one swizzle atom wide
