@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import llm_like_inputs as llm
 import torch
 
-MODES = [(pv, qs) for pv in ("fp16", "fp8") for qs in ("off", "on")]
+MODES = llm.MODES
 SEED = 7
 
 
@@ -74,25 +73,14 @@ def measure_shape(
 
 
 def render(res: dict) -> str:
-    by = {(r["shape"], r["family"], r["pv_mode"], r["q_smooth"]): r["rel_l2"] for r in res["acc"]}
-    head = " | ".join(f"{pv} {'smooth' if qs == 'on' else 'plain'}" for pv, qs in MODES)
     lines = [
         f"# Paged Sage kernel, LLM-like inputs ({res['device']}, torch {res['torch']}, "
         f"triton {res['triton']})",
         "",
-        "rel-L2 vs float64 (bf16 inputs and output). plain = Q smoothing off.",
+        "rel-L2 vs float64 (bf16 inputs and output), Q smoothing off / on.",
         "",
-        f"| family | shape | {head} |",
-        "|---|---|" + "---|" * len(MODES),
+        *llm.rel_l2_table(res["acc"], res["shapes"]),
     ]
-    for family in llm.FAMILIES:
-        for shape in res["shapes"]:
-            cells = [f"{by[(shape, family, pv, qs)]:.2e}" for pv, qs in MODES]
-            lines.append(f"| {family} | {shape} | " + " | ".join(cells) + " |")
-        meds = [
-            statistics.median(by[(s, family, pv, qs)] for s in res["shapes"]) for pv, qs in MODES
-        ]
-        lines.append(f"| **{family}** | median | " + " | ".join(f"{m:.2e}" for m in meds) + " |")
     if res["speed"]:
         sp = {(r["shape"], r["pv_mode"], r["q_smooth"]): r["tflops"] for r in res["speed"]}
         lines += ["", "TFLOP/s (one layer call, `llm` inputs; smooth/plain = speed ratio):", ""]

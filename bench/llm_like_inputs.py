@@ -17,19 +17,23 @@ channels are outliers, is drawn afresh per seed, like a different layer):
 * ``v_outlier``: 4 channels of each kv head's values are 8x larger.
 * ``llm``: all three at once (the issue's "LLM-like" inputs).
 
-This module imports only torch: no SGLang, no Triton, nothing from the package, so both the
-tests (through tests/_llm_inputs.py) and bench scripts (bench/ on sys.path) can load it.
+At import this module needs only torch: no SGLang, no Triton, nothing from the package, so both
+the tests (through tests/_llm_inputs.py) and bench scripts (bench/ on sys.path) can load it;
+`run_sage` imports the package's kernel when it is called.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import torch
 
 FAMILIES = ("iid", "q_bias", "k_offset", "v_outlier", "llm")
 LLM_FAMILIES = FAMILIES[1:]
+#: (P·V mode, Q smoothing) combinations the accuracy checks run, in table column order.
+MODES = tuple((pv, qs) for pv in ("fp16", "fp8") for qs in ("off", "on"))
 Q_SCALE = 1.5
 Q_BIAS_STD = 1.0
 K_OFFSET_CHANNELS = 4
@@ -227,3 +231,20 @@ def score_row(
         "rel_l2": rel_l2(o, ref),
         "pad_untouched": untouched,
     }
+
+
+def rel_l2_table(rows: list[dict], shapes: list[str]) -> list[str]:
+    """Markdown lines: rel-L2 of `score_row` rows per family x shape, one column per MODES
+    entry, and after each family its median over the shapes."""
+    by = {(r["shape"], r["family"], r["pv_mode"], r["q_smooth"]): r["rel_l2"] for r in rows}
+    head = " | ".join(f"{pv} smooth {qs}" for pv, qs in MODES)
+    lines = [f"| family | shape | {head} |", "|---|---|" + "---|" * len(MODES)]
+    for family in FAMILIES:
+        for shape in shapes:
+            cells = [f"{by[(shape, family, pv, qs)]:.2e}" for pv, qs in MODES]
+            lines.append(f"| {family} | {shape} | " + " | ".join(cells) + " |")
+        medians = [statistics.median(by[(s, family, pv, qs)] for s in shapes) for pv, qs in MODES]
+        lines.append(
+            f"| **{family}** | **median** | " + " | ".join(f"{m:.2e}" for m in medians) + " |"
+        )
+    return lines

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from tests._llm_inputs import llm
-from tests.gpu._results import fmt, write_json, write_text
+from tests.gpu._results import write_json, write_text
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,9 +54,7 @@ def measure() -> list[dict]:
             seed = SEED + 100 * i + j
             batch = llm.make_batch(family, shape, seed, device=DEVICE, pad_rows=PAD_ROWS)
             ref = llm.reference(batch)
-            for pv_mode in ("fp16", "fp8"):
-                for q_smooth in ("off", "on"):
-                    rows.append(llm.score_row(batch, family, ref, pv_mode, q_smooth))
+            rows += [llm.score_row(batch, family, ref, pv, qs) for pv, qs in llm.MODES]
             del batch, ref
             if DEVICE == "cuda":
                 torch.cuda.empty_cache()
@@ -79,23 +77,13 @@ def _median(rows: list[dict], family: str, pv_mode: str, q_smooth: str) -> float
 
 def _report(rows: list[dict], elapsed: float) -> None:
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    cols = [(pv, qs) for pv in ("fp16", "fp8") for qs in ("off", "on")]
-    by = {(r["shape"], r["family"], r["pv_mode"], r["q_smooth"]): r["rel_l2"] for r in rows}
-    head = " | ".join(f"{pv} smooth {qs}" for pv, qs in cols)
     lines = [
         f"# Paged Sage kernel on LLM-like inputs vs float64 ({device}, {elapsed:.0f} s)",
         "",
         "rel-L2 per shape; last rows: median over the shapes.",
         "",
-        f"| family | shape | {head} |",
-        "|---|---|" + "---|" * len(cols),
+        *llm.rel_l2_table(rows, [s.name for s in SHAPES]),
     ]
-    for family in llm.FAMILIES:
-        for shape in [s.name for s in SHAPES]:
-            cells = [fmt(by[(shape, family, pv, qs)]) for pv, qs in cols]
-            lines.append(f"| {family} | {shape} | " + " | ".join(cells) + " |")
-        cells = [fmt(_median(rows, family, pv, qs)) for pv, qs in cols]
-        lines.append(f"| **{family}** | **median** | " + " | ".join(cells) + " |")
     write_json("sage_llm_inputs_gpu.json", {"device": device, "elapsed_s": elapsed, "rows": rows})
     write_text("sage_llm_inputs_gpu.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
