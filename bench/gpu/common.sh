@@ -6,7 +6,8 @@
 # run by run.sh sources it again and only gets the helpers (no second setup, no second tee).
 # Gives: $OUT (created), GPU_DIR (bench/gpu), MODELS (/tmp/models), step "title",
 # left (seconds to DEADLINE), SS (the `sglang-sage` command), ensure_models (make_models.py once),
-# and server helpers (stopped on exit):
+# kernel_step_env (for steps that test kernels) and gpu_pytest BUDGET_S FILE..., and server
+# helpers (stopped on exit):
 #   launch NAME PORT [ENV=VAL ...] -- launch_server args   (log: $OUT/logs/NAME.log)
 #   wait_healthy PORT TIMEOUT_S     stop_all
 set -u
@@ -32,6 +33,17 @@ if [ "${SAGE_GPU_READY:-0}" != 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | head -3
   export SAGE_GPU_READY=1
 fi
+
+kernel_step_env() {  # the working tree first on PYTHONPATH (a stale wheel in .carry/whl cannot
+  # hide the kernel under test), GPU results to $OUT/results, the clocks the numbers ran at
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  export SGLANG_SAGE_RESULTS_DIR=$OUT/results
+  nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv
+}
+gpu_pytest() {  # gpu_pytest BUDGET_S FILE...: the GPU-marked tests of FILEs under a time limit
+  local budget=$1; shift
+  timeout "$budget" python3 -m pytest -m gpu -q -rA -p no:cacheprovider "$@"
+}
 
 # the project's CLI, also where the console script is not on PATH
 SS=(sglang-sage)

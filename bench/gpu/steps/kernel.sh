@@ -2,23 +2,20 @@
 # bench/kernel_bench.py (speed, accuracy at 2K, regs/spills/smem per config) + 1000-case kernel accuracy
 # 1. tests/gpu/test_sage_extend_kernel_gpu.py (>= 1000 random cases vs float64)
 # 2. bench/kernel_bench.py: the Sage extend kernels vs cuDNN / flash / SGLang Triton
-# The working tree goes first on PYTHONPATH, so a stale project wheel in .carry/whl cannot hide
-# the kernel module under test. H100, ~1.5 min. Back: results/{sage_extend_gpu,kernel_bench}.{json,md}.
+# The working tree goes first on PYTHONPATH (kernel_step_env). H100, ~1.5 min.
+# Back: results/{sage_extend_gpu,kernel_bench}.{json,md}.
 # Env: TEST_BUDGET_S (150), KBENCH_BUDGET_S (300).
 OUT=${OUT:-/tmp/gpu_out/kernel}
 mkdir -p "$OUT/results"
 LOG_NAME=kernel.log
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export SGLANG_SAGE_RESULTS_DIR=$OUT/results
-nvidia-smi --query-gpu=clocks.sm,temperature.gpu --format=csv
+kernel_step_env
 python3 -c "import torch, triton, sglang_sage_ext.kernels.paged_sage as m; \
 print('torch', torch.__version__, 'triton', triton.__version__, 'kernel from', m.__file__)"
 
 step "GPU correctness (tests/gpu/test_sage_extend_kernel_gpu.py)"
-timeout "${TEST_BUDGET_S:-150}" python3 -m pytest -m gpu -q -rA -p no:cacheprovider \
-  tests/gpu/test_sage_extend_kernel_gpu.py
+gpu_pytest "${TEST_BUDGET_S:-150}" tests/gpu/test_sage_extend_kernel_gpu.py
 echo "[kernel] pytest rc=$?"
 
 step "kernel bench"

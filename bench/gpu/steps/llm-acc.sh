@@ -12,13 +12,10 @@ mkdir -p "$OUT/results"
 LOG_NAME=llm-acc.log
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export SGLANG_SAGE_RESULTS_DIR=$OUT/results
-nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv
+kernel_step_env
 
 step "GPU accuracy test (tests/gpu/test_sage_llm_inputs_gpu.py)"
-timeout "${TEST_BUDGET_S:-200}" python3 -m pytest -m gpu -q -rA -p no:cacheprovider \
-  tests/gpu/test_sage_llm_inputs_gpu.py
+gpu_pytest "${TEST_BUDGET_S:-200}" tests/gpu/test_sage_llm_inputs_gpu.py
 echo "[llm-acc] pytest rc=$?"
 
 step "bench/llm_accuracy.py ($(left) s left)"

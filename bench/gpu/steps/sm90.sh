@@ -11,8 +11,7 @@ mkdir -p "$OUT/results"
 LOG_NAME=sm90.log
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv
+kernel_step_env
 
 step "bench/sm90_bench.py"
 ARGS=(--out "$OUT/results")
