@@ -16,36 +16,54 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import llm_like_inputs as llm
 import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
 D = 128
 LOG2E = 1.4426950408889634
+DEVICE = "cuda"
 
 
-class Batch:
-    """An extend batch: per request (new tokens, prefix tokens); fresh random inputs."""
+@dataclass
+class Batch(llm.Batch):
+    """An i.i.d. extend batch (`llm_like_inputs.make_batch`: SGLang's layout, scattered KV pool)
+    with an output buffer and what the checks and timings need."""
 
-    def __init__(self, ext, pre, hq, hkv, seed, dtype=torch.bfloat16):
-        g = torch.Generator(device="cuda").manual_seed(seed)
-        self.ext, self.pre, self.hq, self.hkv, self.dtype = list(ext), list(pre), hq, hkv, dtype
-        t, p = sum(ext), sum(pre)
-        rnd = lambda *s: torch.randn(*s, generator=g, device="cuda").to(dtype)  # noqa: E731
-        self.q, self.k, self.v = rnd(t, hq, D), rnd(t, hkv, D), rnd(t, hkv, D)
-        pool = p + 4096
-        self.k_buffer, self.v_buffer = rnd(pool, hkv, D), rnd(pool, hkv, D)
-        self.kv_indices = torch.randperm(pool, generator=g, device="cuda")[:p].to(torch.int64)
-        cum = lambda xs: torch.tensor([0, *torch.tensor(xs).cumsum(0).tolist()], device="cuda")  # noqa: E731
-        # SGLang 0.5.17 passes an int64 qo_indptr with an int32 kv_indptr
-        self.qo_indptr = cum(ext).to(torch.int64 if len(ext) == 3 else torch.int32)
-        self.kv_indptr = cum(pre).to(torch.int32)
-        self.o = torch.empty_like(self.q)
+    o: torch.Tensor | None = None
+
+    @classmethod
+    def make(cls, ext, pre, hq, hkv, seed, dtype=torch.bfloat16, qo64=False) -> Batch:
+        """Fresh inputs; `qo64`: an int64 qo_indptr beside the int32 kv_indptr, as SGLang 0.5.17
+        passes them."""
+        shape = llm.Shape(f"{len(ext)} requests", tuple(pre), tuple(ext), hq, hkv, D)
+        batch = cls(**vars(llm.make_batch("iid", shape, seed, device=DEVICE, dtype=dtype)))
+        batch.o = torch.empty_like(batch.q)
+        if qo64:
+            batch.qo_indptr = batch.qo_indptr.to(torch.int64)
+        return batch
+
+    @property
+    def ext(self) -> list[int]:
+        return list(self.shape.extend)
+
+    @property
+    def pre(self) -> list[int]:
+        return list(self.shape.prefix)
+
+    @property
+    def hq(self) -> int:
+        return self.shape.hq
+
+    @property
+    def hkv(self) -> int:
+        return self.shape.hkv
 
     def pairs(self) -> float:
         return float(sum(e * p + e * (e + 1) / 2 for e, p in zip(self.ext, self.pre, strict=True)))
@@ -62,19 +80,6 @@ class Batch:
         v = torch.cat([self.v_buffer[idx], self.v[q0:q1]])
         return self.q[q0:q1], k, v
 
-    def reference(self) -> torch.Tensor:
-        out = []
-        g = self.hq // self.hkv
-        for b in range(len(self.ext)):
-            q, k, v = (x.double().transpose(0, 1) for x in self.request(b))
-            k, v = k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)
-            s = (q @ k.transpose(-1, -2)) / math.sqrt(D)
-            i = torch.arange(q.shape[1], device="cuda")[:, None]
-            j = torch.arange(k.shape[1], device="cuda")[None, :]
-            s = s.masked_fill(j > i + self.pre[b], float("-inf"))
-            out.append((s.softmax(-1) @ v).transpose(0, 1))
-        return torch.cat(out)
-
     def sage(self, kernel, plan, ws, pv="fp16"):
         from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
@@ -86,15 +91,11 @@ class Batch:
         return self.o
 
 
-def rel_l2(o, ref):
-    return float((o.double() - ref).norm() / ref.norm())
-
-
 def check(name, batch, out_rows):
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
 
-    ref = batch.reference()
-    plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
+    ref = llm.reference(batch)
+    plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     row = {"shape": name}
     outs = {}
     for kernel, pv in (("sm90", "fp16"), ("triton", "fp16"), ("sm90", "fp8"), ("triton", "fp8")):
@@ -103,10 +104,10 @@ def check(name, batch, out_rows):
         o = batch.sage(kernel, plan, ws, pv).clone()
         torch.cuda.synchronize()
         row[f"{name}_nan"] = bool(o.isnan().any())
-        row[f"{name}_rel_l2"] = rel_l2(o, ref)
+        row[f"{name}_rel_l2"] = llm.rel_l2(o, ref)
         outs[name] = o
-    row["sm90_vs_triton"] = rel_l2(outs["sm90"], outs["triton"].double())
-    row["sm90_fp8_vs_triton_fp8"] = rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
+    row["sm90_vs_triton"] = llm.rel_l2(outs["sm90"], outs["triton"].double())
+    row["sm90_fp8_vs_triton_fp8"] = llm.rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
     out_rows.append(row)
     print(json.dumps(row), flush=True)
 
@@ -135,7 +136,7 @@ def speed(name, batch, out_rows):
     from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
 
-    plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
+    plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     fl = batch.flops()
     row = {"shape": name, "pairs": batch.pairs()}
     batch.sage("sm90", plan, ws)
@@ -215,11 +216,12 @@ def main() -> int:
     print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     checks, speeds = [], []
     for i, (name, (ext, pre, hq, hkv)) in enumerate(CHECKS.items()):
-        check(name, Batch(ext, pre, hq, hkv, seed=i), checks)
-    check("prefill_1000_fp16", Batch([1000], [0], 32, 8, seed=9, dtype=torch.float16), checks)
+        check(name, Batch.make(ext, pre, hq, hkv, seed=i, qo64="int64_qo" in name), checks)
+    fp16 = Batch.make([1000], [0], 32, 8, seed=9, dtype=torch.float16)
+    check("prefill_1000_fp16", fp16, checks)
     shapes = list(SPEED.items())[:2] if args.quick else SPEED.items()
     for i, (name, (ext, pre, hq, hkv)) in enumerate(shapes):
-        speed(name, Batch(ext, pre, hq, hkv, seed=100 + i), speeds)
+        speed(name, Batch.make(ext, pre, hq, hkv, seed=100 + i), speeds)
     result = {"gpu": torch.cuda.get_device_name(), "checks": checks, "speed": speeds}
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
     variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]

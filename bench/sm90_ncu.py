@@ -20,7 +20,7 @@ from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
 def main() -> int:
     kernel, shape = sys.argv[1], sys.argv[2]
     ext, pre, hq, hkv = SPEED[shape]
-    batch = Batch(ext, pre, hq, hkv, seed=0)
+    batch = Batch.make(ext, pre, hq, hkv, seed=0)
     plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
     for _ in range(3):
         batch.sage(kernel, plan, ws)
