@@ -123,7 +123,7 @@ def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
     from sglang_sage_ext.kernels.paged_sage import resolve_pv_mode
 
     pv_fp8 = device.type == "cuda" and resolve_pv_mode(pv_mode, device)
-    problem = sage_sm90.problem(device, 128, pv_fp8)
+    problem = sage_sm90.problem(device, sage_sm90.HEAD_DIMS[0], pv_fp8)
     if problem is None:
         pv = "FP8" if pv_fp8 else "FP16"
         what = f"{sage_sm90.describe()}, {pv} P·V, no Q smoothing; head_dim != 128 on Triton"
@@ -174,13 +174,14 @@ def sage_extend_paged(
     `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
     qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
     `plan` / `workspace`: the forward batch's `paged_plan.ExtendPlan` and the reused buffers.
-    `kernel`: `paged_kernel_choice()`'s pick; "sm90" runs head_dim 128 only.
+    `kernel`: `paged_kernel_choice()`'s pick; other head dims than the sm90 kernel's run Triton.
     `q_smooth`: auto | on | off (`paged_q_smooth()`).
     """
+    from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
     q = params["q_extend"]
-    if kernel == "sm90" and q.shape[-1] != 128:
+    if kernel == "sm90" and q.shape[-1] not in sage_sm90.HEAD_DIMS:
         kernel = "triton"
     sage_extend_attention(
         q,

@@ -12,6 +12,7 @@ build error), `problem()` says why in one line and callers keep the Triton kerne
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -138,7 +139,9 @@ def build_cubin(
     return target, time.perf_counter() - t0
 
 
+@functools.lru_cache(maxsize=1)
 def _driver() -> ctypes.CDLL:
+    """The CUDA driver library, opened once (OSError where there is none)."""
     lib = ctypes.CDLL("libcuda.so.1")
     for name in ("cuModuleLoadData", "cuModuleGetFunction", "cuFuncSetAttribute", "cuLaunchKernel"):
         getattr(lib, name).restype = ctypes.c_int
@@ -151,7 +154,7 @@ def _check(result: int, what: str) -> None:
         return
     name = ctypes.c_char_p()
     try:
-        ctypes.CDLL("libcuda.so.1").cuGetErrorName(result, ctypes.byref(name))
+        _driver().cuGetErrorName(result, ctypes.byref(name))
     except (OSError, AttributeError):
         name.value = None
     label = name.value.decode() if name.value else "unknown"
@@ -163,6 +166,9 @@ def _load(
 ) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
     """The kernel function for `device`'s context (loaded once per device and variant)."""
     key = f"fn:{device.index}:{warpgroups}:{source}:{pv_fp8}"
+    loaded = _state.get(key)  # every layer call comes here: no lock once loaded
+    if loaded is not None:
+        return loaded  # type: ignore[return-value]
     with _lock:
         if key in _state:
             return _state[key]  # type: ignore[return-value]
