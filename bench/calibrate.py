@@ -94,17 +94,26 @@ class Batch:
         self.has_prefix = n_pre > 0
 
 
+def sage_kernel() -> tuple[str, str]:
+    """The Sage kernel the backend would pick on this GPU (FP16 P·V) and why."""
+    from sglang_sage_ext.kernels.sage_ops import paged_kernel_choice
+
+    return paged_kernel_choice(torch.device("cuda"), "fp16")
+
+
 def sage_fn(b: Batch):
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
     from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
     plan = plan_extend([n for n, _ in b.reqs], [p for _, p in b.reqs], "cuda")
     ws = Workspace()
+    kernel = sage_kernel()[0]
 
     def run():
         sage_extend_attention(
             b.q, b.k, b.v, b.o, b.k_buffer, b.v_buffer, b.qo_indptr, b.kv_indptr,
             b.kv_indices, b.max_len, SCALE, pv_mode="fp16", plan=plan, workspace=ws,
+            kernel=kernel,
         )  # fmt: skip
 
     return run
@@ -296,16 +305,19 @@ def main() -> int:
     gpu = torch.cuda.get_device_name()
     cap = torch.cuda.get_device_capability()
     t0 = time.time()
+    kernel, why = sage_kernel()
+    log(f"Sage kernel: {why}")
     rows = measure(shapes, old)
     table = derive(rows, args.margin)
     arch = f"sm{cap[0]}{cap[1]}"
     table["source"] = (
-        f"bench/calibrate.py on {gpu}, {time.strftime('%Y-%m-%d')}: Sage kernel vs SGLang's "
-        f"flashinfer prefill, {len(rows)} batch shapes, margin {args.margin}"
+        f"bench/calibrate.py on {gpu}, {time.strftime('%Y-%m-%d')}: Sage kernel ({kernel}) vs "
+        f"SGLang's flashinfer prefill, {len(rows)} batch shapes, margin {args.margin}"
     )
     (args.out / f"{arch}-flashinfer.json").write_text(json.dumps(table, indent=2) + "\n")
     (args.out / "calibration.json").write_text(json.dumps(
         {"gpu": gpu, "arch": arch, "torch": torch.__version__, "seconds": time.time() - t0,
+         "sage_kernel": why,
          "rows": rows, "table": table}, indent=2) + "\n")  # fmt: skip
     (args.out / "calibration.md").write_text(render(rows, table, gpu))
     log(render(rows, table, gpu))

@@ -34,15 +34,15 @@ def flops(shape: llm.Shape) -> float:
     return 4.0 * shape.hq * shape.d * visible
 
 
-def timings(batch: llm.Batch, plan) -> list[dict]:
+def timings(batch: llm.Batch, plan, kernel: str) -> list[dict]:
     """do_bench median of one layer call per (P·V mode, Q smoothing)."""
     from triton.testing import do_bench
 
     rows = []
     for pv, qs in MODES:
         ms = do_bench(
-            lambda pv=pv, qs=qs: llm.run_sage(batch, pv, qs, plan=plan), warmup=25, rep=100,
-            return_mode="median",
+            lambda pv=pv, qs=qs: llm.run_sage(batch, pv, qs, plan=plan, kernel=kernel),
+            warmup=25, rep=100, return_mode="median",
         )  # fmt: skip
         rows.append(
             {"shape": batch.shape.name, "pv_mode": pv, "q_smooth": qs, "ms": ms,
@@ -52,20 +52,29 @@ def timings(batch: llm.Batch, plan) -> list[dict]:
 
 
 def measure_shape(
-    shape: llm.Shape, index: int, speed: bool, device: str
+    shape: llm.Shape, index: int, speed: bool, device: str, kernel: str = "triton"
 ) -> tuple[list[dict], list[dict]]:
-    """Accuracy rows for every family and, on the `llm` inputs, speed rows for every mode."""
+    """Accuracy rows for every family and, on the `llm` inputs, speed rows for every mode.
+
+    kernel "sm90": the Hopper CUDA kernel where it has the head dim (as the backend routes),
+    which does not smooth Q: its "on" rows repeat the "off" ones."""
+    from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_sage import plan_extend
 
+    if kernel == "sm90" and shape.d not in sage_sm90.HEAD_DIMS:
+        kernel = "triton"
     plan = plan_extend(shape.extend, shape.prefix, device)
     acc, spd = [], []
     for j, family in enumerate(llm.FAMILIES):
         batch = llm.make_batch(family, shape, SEED + 100 * index + j, device=device)
         ref = llm.reference(batch)
-        acc += [llm.score_row(batch, family, ref, pv, qs, plan=plan) for pv, qs in MODES]
+        rows = [
+            llm.score_row(batch, family, ref, pv, qs, plan=plan, kernel=kernel) for pv, qs in MODES
+        ]
+        acc += [dict(r, kernel=kernel) for r in rows]
         del ref
         if family == "llm" and speed:
-            spd = timings(batch, plan)
+            spd = timings(batch, plan, kernel)
         del batch
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -74,7 +83,8 @@ def measure_shape(
 
 def render(res: dict) -> str:
     lines = [
-        f"# Paged Sage kernel, LLM-like inputs ({res['device']}, torch {res['torch']}, "
+        f"# Paged Sage kernel ({res.get('kernel', 'triton')}), LLM-like inputs ({res['device']}, "
+        f"torch {res['torch']}, "
         f"triton {res['triton']})",
         "",
         "rel-L2 vs float64 (bf16 inputs and output), Q smoothing off / on.",
@@ -101,6 +111,10 @@ def main() -> int:
     ap.add_argument("--shapes", nargs="+", help="shape names (default: all of GPU_SHAPES)")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--cpu", action="store_true", help="dry run: CPU_SHAPES, no speed")
+    ap.add_argument(
+        "--kernel", choices=("triton", "sm90"), default="triton",
+        help="sm90: the Hopper CUDA kernel (head_dim 128; others stay on Triton)",
+    )  # fmt: skip
     args = ap.parse_args()
     import triton
 
@@ -113,12 +127,13 @@ def main() -> int:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "shapes": [s.name for s in shapes],
+        "kernel": args.kernel,
         "acc": [],
         "speed": [],
     }
     for i, shape in enumerate(shapes):
         t0 = time.time()
-        acc, spd = measure_shape(shape, i, not (args.no_speed or args.cpu), device)
+        acc, spd = measure_shape(shape, i, not (args.no_speed or args.cpu), device, args.kernel)
         res["acc"] += acc
         res["speed"] += spd
         print(f"[llm_accuracy] {shape.name}: {time.time() - t0:.0f} s", flush=True)

@@ -15,6 +15,7 @@ usage: python3 bench/sm90_bench.py --out DIR [--quick]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -80,15 +81,21 @@ class Batch(llm.Batch):
         v = torch.cat([self.v_buffer[idx], self.v[q0:q1]])
         return self.q[q0:q1], k, v
 
-    def sage(self, kernel, plan, ws, pv="fp16"):
+    def sage(self, kernel, plan, ws, pv="fp16", spec=None):
         from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
         sage_extend_attention(
             self.q, self.k, self.v, self.o, self.k_buffer, self.v_buffer, self.qo_indptr,
             self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode=pv,
-            plan=plan, workspace=ws, kernel=kernel,
+            plan=plan, workspace=ws, kernel=kernel, sm90_spec=spec,
         )  # fmt: skip
         return self.o
+
+
+def _one_wg_fp16():
+    from sglang_sage_ext.kernels import sage_sm90
+
+    return sage_sm90.ONE_WG_FP16
 
 
 def check(name, batch, out_rows):
@@ -98,15 +105,19 @@ def check(name, batch, out_rows):
     plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     row = {"shape": name}
     outs = {}
-    for kernel, pv in (("sm90", "fp16"), ("triton", "fp16"), ("sm90", "fp8"), ("triton", "fp8")):
-        name = kernel if pv == "fp16" else f"{kernel}_fp8"
+    runs = (("sm90", "fp16", None), ("triton", "fp16", None), ("sm90", "fp8", None),
+            ("triton", "fp8", None), ("sm90_1wg", "fp16", _one_wg_fp16()))  # fmt: skip
+    for name, pv, spec in runs:
+        kernel = "triton" if name == "triton" else name[:4]
+        name = name if pv == "fp16" else f"{name}_fp8"
         batch.o.fill_(float("nan"))
-        o = batch.sage(kernel, plan, ws, pv).clone()
+        o = batch.sage(kernel, plan, ws, pv, spec).clone()
         torch.cuda.synchronize()
         row[f"{name}_nan"] = bool(o.isnan().any())
         row[f"{name}_rel_l2"] = llm.rel_l2(o, ref)
         outs[name] = o
     row["sm90_vs_triton"] = llm.rel_l2(outs["sm90"], outs["triton"].double())
+    row["sm90_vs_1wg"] = llm.rel_l2(outs["sm90"], outs["sm90_1wg"].double())
     row["sm90_fp8_vs_triton_fp8"] = llm.rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
     out_rows.append(row)
     print(json.dumps(row), flush=True)
@@ -139,32 +150,35 @@ def speed(name, batch, out_rows):
     plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     fl = batch.flops()
     row = {"shape": name, "pairs": batch.pairs()}
-    batch.sage("sm90", plan, ws)
-    kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, len(batch.ext), False, batch.q.device)
 
-    def attn_only(wgs, source=sage_sm90.SOURCE):
-        tiles = plan.tiles(sage_sm90.block_m(wgs))
+    def attn_only(spec):
+        """The attention launch alone, after one whole call has packed K/V in spec's layout."""
+        batch.sage("sm90", plan, ws, spec=spec)
+        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, len(batch.ext), False, batch.q.device)
+        tiles = plan.tiles(spec.block_m)
         return lambda: sage_sm90.launch(
             batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
-            tiles, D**-0.5 * LOG2E, warpgroups=wgs, source=source,
+            tiles, D**-0.5 * LOG2E, spec=spec,
         )  # fmt: skip
 
     fns = {
-        "sm90": lambda: batch.sage("sm90", plan, ws),
-        "sm90_fp8": lambda: batch.sage("sm90", plan, ws, "fp8"),
-        "sm90_attn_only": attn_only(1),
+        "sm90": lambda: lambda: batch.sage("sm90", plan, ws),
+        "sm90_fp8": lambda: lambda: batch.sage("sm90", plan, ws, "fp8"),
+        "sm90_attn_only": lambda: attn_only(sage_sm90.WS_FP16),
+        "sm90_1wg_attn_only": lambda: attn_only(sage_sm90.ONE_WG_FP16),
     }
     for i, variant in enumerate(VARIANTS):
-        fns[f"variant{i}_attn_only"] = attn_only(1, variant)
+        spec = dataclasses.replace(sage_sm90.WS_FP16, source=variant)
+        fns[f"variant{i}_attn_only"] = lambda spec=spec: attn_only(spec)
     fns |= {
-        "triton_fp16": lambda: batch.sage("triton", plan, ws),
-        "triton_fp8": lambda: batch.sage("triton", plan, ws, "fp8"),
+        "triton_fp16": lambda: lambda: batch.sage("triton", plan, ws),
+        "triton_fp8": lambda: lambda: batch.sage("triton", plan, ws, "fp8"),
     }
     if len(batch.ext) == 1:
-        fns["cudnn"] = cudnn_call(batch)
-    for key, fn in fns.items():
+        fns["cudnn"] = lambda: cudnn_call(batch)
+    for key, make in fns.items():
         try:
-            ms = do_bench(fn, warmup=50, rep=300, return_mode="median")
+            ms = do_bench(make(), warmup=50, rep=300, return_mode="median")
             row[key] = round(fl / ms / 1e9, 1)
         except Exception as exc:  # a comparator that refuses a shape is reported, not fatal
             row[key] = f"{type(exc).__name__}: {str(exc)[:120]}"
@@ -226,10 +240,11 @@ def main() -> int:
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
     variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]
     var_heads = [f"var{i}" for i in range(len(VARIANTS))]
-    heads = ["sm90", "attn", *var_heads, "sm90f8", "triton", "tri_f8", "cudnn"]
+    heads = ["sm90", "attn", "1wg", *var_heads, "sm90f8", "triton", "tri_f8", "cudnn"]
     print("\n" + f"{'shape':24} " + " ".join(f"{h:>7}" for h in heads))
     for r in speeds:
-        keys = ("sm90", "sm90_attn_only", *variants, "sm90_fp8", "triton_fp16", "triton_fp8")
+        keys = ("sm90", "sm90_attn_only", "sm90_1wg_attn_only", *variants, "sm90_fp8")
+        keys += ("triton_fp16", "triton_fp8")
         keys += ("cudnn",)
         vals = [r.get(k, "-") for k in keys]
         print(
@@ -237,9 +252,11 @@ def main() -> int:
         )
     for r in checks:
         print(
-            f"{r['shape']:22} rel-L2 sm90 {r['sm90_rel_l2']:.2e} triton {r['triton_rel_l2']:.2e} "
+            f"{r['shape']:22} rel-L2 sm90 {r['sm90_rel_l2']:.2e} 1wg {r['sm90_1wg_rel_l2']:.2e} "
+            f"triton {r['triton_rel_l2']:.2e} "
             f"fp8: sm90 {r['sm90_fp8_rel_l2']:.2e} triton {r['triton_fp8_rel_l2']:.2e} "
             f"sm90-vs-triton {r['sm90_vs_triton']:.1e}/{r['sm90_fp8_vs_triton_fp8']:.1e} "
+            f"ws-vs-1wg {r['sm90_vs_1wg']:.1e} "
             f"nan {sum(v for k, v in r.items() if k.endswith('_nan'))}"
         )
     print(f"total {time.perf_counter() - t0:.0f} s")

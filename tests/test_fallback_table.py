@@ -265,6 +265,22 @@ def test_route_summary_names_q_smoothing(pv_mode, q_smooth, expected):
     assert expected in extend_route_summary("all", None, pv_mode, q_smooth)
 
 
+@pytest.mark.parametrize(
+    ("pv_mode", "q_smooth", "expected"),
+    [
+        ("fp16", "auto", "Q smoothing off in the Hopper CUDA kernel (on where Triton runs)"),
+        ("fp16", "on", "Q smoothing off in the Hopper CUDA kernel (on where Triton runs)"),
+        ("fp8", "auto", "(P·V fp8, Q smoothing off)"),
+        ("fp16", "off", "(P·V fp16, Q smoothing off)"),
+    ],
+)
+def test_route_summary_says_the_cuda_kernel_does_not_smooth_q(pv_mode, q_smooth, expected):
+    """doctor printed "Q smoothing on" on an H100 whose Sage batches ran the CUDA kernel."""
+    from sglang_sage_ext.kernels.sage_ops import extend_route_summary
+
+    assert expected in extend_route_summary("all", None, pv_mode, q_smooth, "sm90")
+
+
 def test_paged_q_smooth(monkeypatch):
     from sglang_sage_ext.kernels import sage_ops as kernels
 

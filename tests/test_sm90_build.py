@@ -9,6 +9,7 @@ Triton with the reason.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import stat
 
@@ -32,9 +33,35 @@ def test_real_source_builds_for_sm90a_and_is_cached(cache):
     assert path.read_bytes()[:4] == b"\x7fELF"
     again, seconds_again = sage_sm90.build_cubin()
     assert (again, seconds_again) == (path, 0.0)
-    two_warpgroups, _ = sage_sm90.build_cubin(warpgroups=2)
-    fp8, _ = sage_sm90.build_cubin(pv_fp8=True)
-    assert len({path, two_warpgroups, fp8}) == 3  # the variant is part of the cache key
+    one_wg, _ = sage_sm90.build_cubin(spec=sage_sm90.ONE_WG_FP16)
+    fp8, _ = sage_sm90.build_cubin(spec=sage_sm90.ONE_WG_FP8)
+    assert len({path, one_wg, fp8}) == 3  # source and flags are part of the cache key
+    for spec, cubin in ((sage_sm90.WS_FP16, path), (sage_sm90.ONE_WG_FP8, fp8)):
+        image = cubin.read_bytes()  # the loader looks up the entry and its shared-memory size
+        assert spec.entry in image and spec.entry + b"_smem_bytes" in image
+
+
+@pytest.mark.skipif(sage_sm90.find_nvcc() is None, reason="needs nvcc")
+def test_an_edited_header_rebuilds(cache, tmp_path):
+    csrc = tmp_path / "csrc"
+    csrc.mkdir()
+    for f in sage_sm90.CSRC.iterdir():
+        (csrc / f.name).write_bytes(f.read_bytes())
+    spec = dataclasses.replace(sage_sm90.ONE_WG_FP16, source=csrc / "sage_sm90.cu")
+    first, _ = sage_sm90.build_cubin(spec=spec)
+    header = csrc / "sage_sm90_common.cuh"
+    header.write_text(header.read_text() + "\n// edited\n")
+    second, seconds = sage_sm90.build_cubin(spec=spec)
+    assert second != first and seconds > 0
+
+
+def test_each_pv_mode_has_its_kernel():
+    assert sage_sm90.spec_for(False) is sage_sm90.WS_FP16 and sage_sm90.WS_FP16.blocked
+    assert sage_sm90.spec_for(True) is sage_sm90.ONE_WG_FP8 and not sage_sm90.ONE_WG_FP8.blocked
+    for spec in (sage_sm90.WS_FP16, sage_sm90.ONE_WG_FP8):
+        assert spec.source.is_file()
+        assert "void __launch_bounds__(kThreads" in spec.source.read_text()
+        assert spec.entry.decode() in spec.source.read_text()
 
 
 def _fake_nvcc(tmp_path, body: str) -> str:
@@ -69,7 +96,7 @@ def test_find_nvcc_prefers_cuda_home(tmp_path, monkeypatch):
 
 
 def test_params_block_matches_the_c_struct():
-    # 9 pointers, 4 int64 strides, 1 float + 6 ints, 1 pointer: csrc/sage_sm90.cu Params
+    # 9 pointers, 4 int64 strides, 1 float + 6 ints, 1 pointer: Params in csrc/sage_sm90_common.cuh
     offsets = {
         name: getattr(sage_sm90._Params, name).offset for name, _ in sage_sm90._Params._fields_
     }
@@ -77,7 +104,7 @@ def test_params_block_matches_the_c_struct():
     assert offsets["stride_qn"] == 72 and offsets["stride_oh"] == 96
     assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 124
     assert offsets["vmax"] == 128 and ctypes.sizeof(sage_sm90._Params) == 136
-    source = sage_sm90.SOURCE.read_text()
+    source = (sage_sm90.CSRC / "sage_sm90_common.cuh").read_text()
     struct = source[
         source.index("struct Params {") : source.index("};", source.index("struct Params {"))
     ]

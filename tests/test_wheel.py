@@ -46,7 +46,8 @@ def test_wheel_and_sdist_contents(dist):
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "sglang_sage_ext.pth" in names  # at the wheel root -> site-packages root
     assert "sglang_sage_ext/_bootstrap.py" in names
-    assert "sglang_sage_ext/kernels/csrc/sage_sm90.cu" in names  # built on the user's machine
+    for src in ("sage_sm90.cu", "sage_sm90_ws.cu", "sage_sm90_common.cuh"):
+        assert f"sglang_sage_ext/kernels/csrc/{src}" in names  # built on the user's machine
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheels[0]).read(entry_points).decode()
     assert (

@@ -163,7 +163,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
             "batch on the native backend %s",
             where,
             kernels.extend_route_summary(
-                self._paged_mode, paged_problem, self._paged_pv, self._q_smooth
+                self._paged_mode, paged_problem, self._paged_pv, self._q_smooth, self._paged_kernel
             ),
             self.kernel_summary,
             routing,

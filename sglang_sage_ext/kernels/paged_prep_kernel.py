@@ -50,19 +50,23 @@ def _kv_prep_kernel(
     Q_SMOOTH: tl.constexpr,
     INTERPRET: tl.constexpr,
     PERMUTE_V: tl.constexpr = False,
+    BLOCKED: tl.constexpr = False,
 ):
     """One program per (64-key block of the packed batch, kv head); see the module docstring.
 
     PERMUTE_V (FP8 V for the Hopper CUDA kernel): inside each 32-key group, key
     16h + 8b + 2t + e is stored at column 16h + 4t + 2b + e, the order in which that kernel's
     P fragments reach the FP8 wgmma (csrc/sage_sm90.cu, finish_tile).
+    BLOCKED (FP16 V for the warp-specialized Hopper kernel, csrc/sage_sm90_ws.cu): every 128-key
+    tile becomes one contiguous, already swizzled block that a TMA bulk copy moves verbatim: K
+    row r keeps 16-byte chunk c at chunk c ^ (r % 8), and V^T is stored in 64-key blocks
+    [Hkv, n_pad / 64, D, 64] with chunk c of channel row d at chunk c ^ (d % 8).
     """
     p = tl.program_id(0)
     h = tl.program_id(1)
     h64 = h.to(tl.int64)
     out_n = p.to(tl.int64) * _KEY_BLOCK + tl.arange(0, _KEY_BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
-    k_ptr = Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :]
     v_col = out_n
     if PERMUTE_V:
         v_col = (
@@ -72,15 +76,15 @@ def _kv_prep_kernel(
             | (((out_n >> 3) & 1) << 1)
             | (out_n & 1)
         )
-    v_ptr = Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + v_col[:, None]  # transposed
     if p >= tl.load(blk_indptr + B):
         # Blocks past the last request: zeros, so that a key tile that runs over the end of
         # the batch never multiplies a masked (zero) probability by uninitialised NaN/Inf.
         if not STATS:
             zeros = tl.zeros([_KEY_BLOCK, BLOCK_D], dtype=tl.float32)
-            tl.store(k_ptr, zeros.to(tl.int8))
+            _store_k(Kq, zeros.to(tl.int8), h64, n_pad, out_n, offs_d, BLOCK_D, BLOCKED)
             tl.store(Ks + h64 * n_pad + out_n, tl.zeros([_KEY_BLOCK], dtype=tl.float32))
-            tl.store(v_ptr, zeros.to(Vq.dtype.element_ty))
+            v_zeros = zeros.to(Vq.dtype.element_ty)
+            _store_v(Vq, v_zeros, h64, p, n_pad, v_col, offs_d, BLOCK_D, BLOCKED)
             if Q_SMOOTH:
                 for g in range(group):
                     hq = h64 * group + g
@@ -150,7 +154,7 @@ def _kv_prep_kernel(
     k_scale = tl.maximum(tl.max(tl.abs(kt), 1), 1e-12) / 127.0  # one scale per key
     k_i = kt / k_scale[:, None]
     k_i += 0.5 * tl.where(k_i >= 0, 1.0, -1.0)  # round half away from zero, as SageAttention
-    tl.store(k_ptr, k_i.to(tl.int8))
+    _store_k(Kq, k_i.to(tl.int8), h64, n_pad, out_n, offs_d, BLOCK_D, BLOCKED)
     tl.store(Ks + h64 * n_pad + out_n, k_scale)
     if Q_SMOOTH:
         _q_mean_terms(
@@ -160,9 +164,41 @@ def _kv_prep_kernel(
     if PV_FP8:
         v_scale = tl.maximum(tl.load(vmax_ptr), 1e-12) / 448.0
         v_q = tl.minimum(tl.maximum(vt / v_scale[None, :], -448.0), 448.0)
-        tl.store(v_ptr, to_fp8(v_q, INTERPRET))
+        _store_v(Vq, to_fp8(v_q, INTERPRET), h64, p, n_pad, v_col, offs_d, BLOCK_D, BLOCKED)
     else:
-        tl.store(v_ptr, vt.to(tl.float16))
+        _store_v(Vq, vt.to(tl.float16), h64, p, n_pad, v_col, offs_d, BLOCK_D, BLOCKED)
+
+
+@triton.jit
+def _store_k(Kq, vals, h64, n_pad, out_n, offs_d, BLOCK_D: tl.constexpr, BLOCKED: tl.constexpr):
+    """INT8 K rows of one 64-key block: plain, or BLOCKED (16-byte chunk c of key row r at
+    c ^ (r % 8), written as [keys, chunks, 16] so every store is one 16-byte vector)."""
+    if BLOCKED:
+        row = (h64 * n_pad + out_n) * BLOCK_D
+        swz = (tl.arange(0, BLOCK_D // 16)[None, :] ^ (out_n[:, None] & 7)) * 16
+        ptr = Kq + row[:, None, None] + swz[:, :, None] + tl.arange(0, 16)[None, None, :]
+        tl.store(ptr, tl.reshape(vals, [_KEY_BLOCK, BLOCK_D // 16, 16]))
+    else:
+        tl.store(Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :], vals)
+
+
+@triton.jit
+def _store_v(Vq, vals, h64, p, n_pad, v_col, offs_d, BLOCK_D: tl.constexpr, BLOCKED: tl.constexpr):
+    """V of one 64-key block, transposed: V^T rows of n_pad keys (keys at `v_col`), or BLOCKED
+    ([D, 64] per block, chunk c of channel row d at c ^ (d % 8), written as [key chunks, 8 keys,
+    D] so every store is one 16-byte vector along the keys)."""
+    if BLOCKED:
+        first_row = ((h64 * n_pad) // _KEY_BLOCK + p) * BLOCK_D
+        swz = (tl.arange(0, _KEY_BLOCK // 8)[:, None] ^ (offs_d[None, :] & 7)) * 8
+        ptr = (
+            Vq
+            + (first_row + offs_d[None, None, :]) * _KEY_BLOCK
+            + swz[:, None, :]
+            + tl.arange(0, 8)[None, :, None]
+        )
+        tl.store(ptr, tl.reshape(vals, [_KEY_BLOCK // 8, 8, BLOCK_D]))
+    else:
+        tl.store(Vq + (h64 * BLOCK_D + offs_d[None, :]) * n_pad + v_col[:, None], vals)
 
 
 @triton.jit

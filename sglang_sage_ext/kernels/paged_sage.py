@@ -123,6 +123,7 @@ def sage_extend_attention(
     plan: ExtendPlan | None = None,
     workspace: Workspace | None = None,
     kernel: str = "triton",
+    sm90_spec: sage_sm90.Spec | None = None,
 ) -> dict[str, int] | None:
     """Sage (INT8 QK, FP8/FP16 PV) attention of an SGLang extend batch into `o`.
 
@@ -139,7 +140,8 @@ def sage_extend_attention(
     one per process). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
     configuration (benchmarks); then the compiled kernel's metadata is returned, else None.
     `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`, D=128, either P·V;
-    the caller checks `sage_sm90.problem()` first).
+    the caller checks `sage_sm90.problem()` first); `sm90_spec` picks another Hopper kernel
+    than the P·V mode's (benchmarks).
     """
     batch = qo_indptr.numel() - 1
     if batch <= 0 or max_len_extend <= 0:
@@ -152,18 +154,19 @@ def sage_extend_attention(
         raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
     if kernel == "sm90":
         kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
+    spec = (sm90_spec or sage_sm90.spec_for(pv_fp8)) if kernel == "sm90" else None
     # Q smoothing is a Triton-kernel feature; the Hopper CUDA kernel quantizes Q on its own.
     smooth = resolve_q_smooth(q_smooth, pv_fp8) and kernel != "sm90"
     qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
     packed = _pre_pass(
         (q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices), plan,
-        workspace or _DEFAULT_WORKSPACE, pv_fp8, smooth, kernel == "sm90", qk_scale,
+        workspace or _DEFAULT_WORKSPACE, pv_fp8, smooth, spec, qk_scale,
     )  # fmt: skip
-    if kernel == "sm90":
+    if spec is not None:
         kq, ks, vq, vmax = packed[:4]
         sage_sm90.launch(
-            q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr,
-            plan.tiles(sage_sm90.block_m()), qk_scale, vmax=vmax if pv_fp8 else None,
+            q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr, plan.tiles(spec.block_m),
+            qk_scale, spec=spec, vmax=vmax if pv_fp8 else None,
         )  # fmt: skip
         return None
     cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))
@@ -173,9 +176,10 @@ def sage_extend_attention(
     return compiled_metadata(compiled) if config is not None else None
 
 
-def _pre_pass(tensors, plan, ws, pv_fp8, smooth, for_sm90, qk_scale) -> tuple:
-    """Packed INT8 K (+ scales), V^T (FP16, or FP8 + |V| amax; keys permuted for the sm90
-    kernel) and, with Q smoothing, the query means and per-key terms: one or two launches."""
+def _pre_pass(tensors, plan, ws, pv_fp8, smooth, spec, qk_scale) -> tuple:
+    """Packed INT8 K (+ scales), V^T (FP16, or FP8 + |V| amax) and, with Q smoothing, the query
+    means and per-key terms: one or two launches. `spec`: the Hopper kernel that reads them
+    (its layout: BLOCKED, or FP8 keys permuted), None for the Triton kernel."""
     q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices = tensors
     batch, head_dim, hkv = qo_indptr.numel() - 1, q.shape[2], k.shape[1]
     block_d = triton.next_power_of_2(head_dim)
@@ -198,8 +202,8 @@ def _pre_pass(tensors, plan, ws, pv_fp8, smooth, for_sm90, qk_scale) -> tuple:
     if pv_fp8:
         _kv_prep_kernel[grid](*prep_args, STATS=True, PV_FP8=True, Q_SMOOTH=False, **prep)
     _kv_prep_kernel[grid](
-        *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth, PERMUTE_V=for_sm90 and pv_fp8,
-        **prep,
+        *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth,
+        PERMUTE_V=spec is not None and pv_fp8, BLOCKED=spec is not None and spec.blocked, **prep,
     )  # fmt: skip
     return kq, ks, vq, vmax, qmean, cq
 

@@ -126,7 +126,7 @@ def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
     problem = sage_sm90.problem(device, sage_sm90.HEAD_DIMS[0], pv_fp8)
     if problem is None:
         pv = "FP8" if pv_fp8 else "FP16"
-        what = f"{sage_sm90.describe()}, {pv} P·V, no Q smoothing; head_dim != 128 on Triton"
+        what = f"{sage_sm90.describe(pv_fp8)}, {pv} P·V, no Q smoothing; head_dim != 128 on Triton"
         return "sm90", f"Hopper CUDA kernel ({what})"
     if choice == "cuda":
         logger.warning("sage_attn: SGLANG_SAGE_KERNEL=cuda but %s; using Triton", problem)
@@ -140,17 +140,33 @@ def kernel_line() -> str:
     return paged_kernel_choice(torch.device("cuda"), paged_pv_mode())[1]
 
 
+def kernel_choice_here(pv_mode: str) -> str:
+    """ "sm90" or "triton": `paged_kernel_choice` on this machine's first GPU (builds it)."""
+    if not torch.cuda.is_available():
+        return "triton"
+    return paged_kernel_choice(torch.device("cuda"), pv_mode)[0]
+
+
 def paged_q_smooth() -> str:
     """Q smoothing of the paged kernel: SGLANG_SAGE_Q_SMOOTH = auto (default) | on | off."""
     return str(env.value(Q_SMOOTH_ENV, logger.warning))  # invalid: auto, with one warning
 
 
 def extend_route_summary(
-    mode: str, paged_problem: str | None, pv_mode: str, q_smooth: str | None = None
+    mode: str,
+    paged_problem: str | None,
+    pv_mode: str,
+    q_smooth: str | None = None,
+    kernel: str = "triton",
 ) -> str:
-    """Which kernel takes which Sage extend batches, in words (startup log and `doctor`)."""
+    """Which kernel takes which Sage extend batches, in words (startup log and `doctor`).
+
+    `kernel`: `paged_kernel_choice()`'s pick; the Hopper CUDA kernel does not smooth Q, so
+    Q smoothing then applies only to the head dims that stay on Triton."""
     if q_smooth == "auto":  # paged_sage.resolve_q_smooth's rule, in words
         q_smooth = {"fp16": "on", "fp8": "off"}.get(pv_mode, "on with FP16 P·V")
+    if kernel == "sm90" and q_smooth and q_smooth != "off":
+        q_smooth = f"off in the Hopper CUDA kernel ({q_smooth} where Triton runs)"
     smooth = f", Q smoothing {q_smooth}" if q_smooth else ""
     paged = f"the paged Sage kernel (P·V {pv_mode}{smooth})"
     if mode == "off" or paged_problem:

@@ -1,9 +1,11 @@
-"""The Hopper (sm_90a) Sage attention kernel: build once with nvcc, cache, launch via the driver.
+"""The Hopper (sm_90a) Sage attention kernels: build once with nvcc, cache, launch via the driver.
 
-`csrc/sage_sm90.cu` is CUDA C++ with wgmma (INT8 Q·K^T, FP16 P·V), which Triton 3.x cannot
-express with the overlap it needs (bench/results/kernel_notes.md). It is compiled on first use
+CUDA C++ with wgmma (INT8 Q·K^T; FP16 or FP8 P·V), which Triton 3.x cannot express with the
+overlap it needs (bench/results/kernel_notes.md): `csrc/sage_sm90_ws.cu` (FP16 P·V, warp-
+specialized: TMA producer, ping-pong consumers) and `csrc/sage_sm90.cu` (FP8 P·V, one warpgroup
+per CTA); `spec_for` picks one per P·V mode. Each is compiled on first use
 with the nvcc that SGLang's own JIT kernels already require, to a cubin cached under
-`~/.cache/sglang_sage_ext/` (key: source, nvcc version, flags), and loaded through the CUDA
+`~/.cache/sglang_sage_ext/` (key: sources, nvcc version, flags), and loaded through the CUDA
 driver API with ctypes: no host compiler, no torch extension ABI, and launches go to the
 caller's stream, so CUDA-graph capture works. Where anything is missing (no nvcc, not sm90, a
 build error), `problem()` says why in one line and callers keep the Triton kernel.
@@ -12,6 +14,7 @@ build error), `problem()` says why in one line and callers keep the Triton kerne
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -27,25 +30,47 @@ import torch
 
 logger = logging.getLogger("sglang_sage_ext")
 
-SOURCE = Path(__file__).with_name("csrc") / "sage_sm90.cu"
-KERNEL_NAME = b"sage_sm90_fwd"
-#: Warpgroups per CTA (each owns 64 query rows; they share every K/V tile in shared memory).
-WARPGROUPS = 1
-#: Head dims the kernel is built for.
+CSRC = Path(__file__).with_name("csrc")
+SOURCE = CSRC / "sage_sm90.cu"
+#: Head dims the kernels are built for.
 HEAD_DIMS = (128,)
 NVCC_FLAGS = ("-cubin", "-gencode", "arch=compute_90a,code=sm_90a", "-O3", "--use_fast_math")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
 
-def block_m(warpgroups: int = WARPGROUPS) -> int:
-    """Query rows per CTA: the plan's tile map must be built with this block size."""
-    return 64 * warpgroups
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One Hopper Sage kernel: its source, entry point, CTA shape and packed-input layout.
+
+    `blocked`: it reads the pre-pass's BLOCKED layout (tiles contiguous and pre-swizzled for
+    TMA bulk copies); otherwise the plain packed layout. Its dynamic shared memory is read from
+    the cubin (`<entry>_smem_bytes`), so the size is stated once, in the .cu.
+    """
+
+    source: Path
+    entry: bytes
+    threads: int
+    block_m: int
+    pv_fp8: bool
+    blocked: bool
+    label: str
+
+    def flags(self) -> tuple[str, ...]:
+        return (*NVCC_FLAGS, f"-DSAGE_PV_FP8={int(self.pv_fp8)}")
 
 
-def smem_bytes(warpgroups: int = WARPGROUPS, pv_fp8: bool = False) -> int:
-    """Dynamic shared memory: 1 KB alignment slack, Q, 2 x (K 16 KB + V 32/16 KB), scales."""
-    v_tile = 16384 if pv_fp8 else 32768
-    return 1024 + 8192 * warpgroups + 2 * 16384 + 2 * v_tile + 2 * 128 * 4 + 256 * warpgroups
+#: FP16 P·V: warp-specialized (a TMA producer warp, two ping-ponging consumer warpgroups).
+WS_FP16 = Spec(CSRC / "sage_sm90_ws.cu", b"sage_sm90_ws_fwd", 384, 128, False, True,
+               "TMA producer warp + 2 ping-pong consumer warpgroups, 128 rows per CTA")  # fmt: skip
+#: FP8 P·V (and FP16 for comparisons): one warpgroup per 64-row CTA, cp.async, 2 CTAs per SM.
+ONE_WG_FP8 = Spec(SOURCE, b"sage_sm90_fwd", 128, 64, True, False,
+                  "one warpgroup per 64-row CTA, cp.async double buffering")  # fmt: skip
+ONE_WG_FP16 = dataclasses.replace(ONE_WG_FP8, pv_fp8=False)
+
+
+def spec_for(pv_fp8: bool) -> Spec:
+    """The kernel that runs a P·V mode."""
+    return ONE_WG_FP8 if pv_fp8 else WS_FP16
 
 
 _lock = threading.Lock()
@@ -102,24 +127,22 @@ def _nvcc_version(nvcc: str) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "unknown"
 
 
-def build_cubin(
-    nvcc: str | None = None,
-    warpgroups: int = WARPGROUPS,
-    source: Path = SOURCE,
-    pv_fp8: bool = False,
-) -> tuple[Path, float]:
-    """Compile the kernel (or find it cached); returns (cubin path, build seconds; 0 if cached).
+def _sources(source: Path) -> bytes:
+    """The kernel source and the headers beside it (all of them key the cache)."""
+    headers = sorted(Path(source).parent.glob("*.cuh"))
+    return b"".join(p.read_bytes() for p in (Path(source), *headers))
 
-    `source` is the shipped .cu unless a benchmark compares a variant of it.
-    Raises RuntimeError with nvcc's message when the build fails.
-    """
+
+def build_cubin(nvcc: str | None = None, spec: Spec | None = None) -> tuple[Path, float]:
+    """Compile a kernel (default: FP16 P·V's) or find it cached; returns (cubin path, build
+    seconds; 0 if cached). Raises RuntimeError with nvcc's message when the build fails."""
+    spec = spec or spec_for(False)
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    flags = (*NVCC_FLAGS, f"-DSAGE_WARPGROUPS={warpgroups}", f"-DSAGE_PV_FP8={int(pv_fp8)}")
-    text = Path(source).read_bytes()
-    key = hashlib.sha256(text + _nvcc_version(nvcc).encode() + " ".join(flags).encode())
-    target = cache_dir() / f"sage_sm90-{key.hexdigest()[:16]}.cubin"
+    flags = spec.flags()
+    key = hashlib.sha256(_sources(spec.source) + f"{_nvcc_version(nvcc)} {flags}".encode())
+    target = cache_dir() / f"{Path(spec.source).stem}-{key.hexdigest()[:16]}.cubin"
     if target.is_file():
         return target, 0.0
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +150,7 @@ def build_cubin(
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         proc = subprocess.run(
-            [nvcc, *flags, "-o", str(out), str(source)],
+            [nvcc, *flags, "-o", str(out), str(spec.source)],
             capture_output=True,
             text=True,
             timeout=600,
@@ -143,7 +166,9 @@ def build_cubin(
 def _driver() -> ctypes.CDLL:
     """The CUDA driver library, opened once (OSError where there is none)."""
     lib = ctypes.CDLL("libcuda.so.1")
-    for name in ("cuModuleLoadData", "cuModuleGetFunction", "cuFuncSetAttribute", "cuLaunchKernel"):
+    names = ("cuModuleLoadData", "cuModuleGetFunction", "cuFuncSetAttribute", "cuLaunchKernel",
+             "cuModuleGetGlobal_v2", "cuMemcpyDtoH_v2")  # fmt: skip
+    for name in names:
         getattr(lib, name).restype = ctypes.c_int
     return lib
 
@@ -161,19 +186,30 @@ def _check(result: int, what: str) -> None:
     raise RuntimeError(f"{what} failed with CUDA driver error {result} ({label})")
 
 
-def _load(
-    device: torch.device, warpgroups: int, source: Path = SOURCE, pv_fp8: bool = False
-) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
-    """The kernel function for `device`'s context (loaded once per device and variant)."""
-    key = f"fn:{device.index}:{warpgroups}:{source}:{pv_fp8}"
+def _smem_bytes(lib: ctypes.CDLL, module: ctypes.c_void_p, spec: Spec) -> int:
+    """The kernel's dynamic shared memory, as its source states it (`<entry>_smem_bytes`)."""
+    ptr, size = ctypes.c_uint64(), ctypes.c_size_t()
+    name = spec.entry + b"_smem_bytes"
+    found = lib.cuModuleGetGlobal_v2(ctypes.byref(ptr), ctypes.byref(size), module, name)
+    _check(found, "cuModuleGetGlobal")
+    value = ctypes.c_int()
+    _check(lib.cuMemcpyDtoH_v2(ctypes.byref(value), ptr, ctypes.c_size_t(4)), "cuMemcpyDtoH")
+    return value.value
+
+
+def _load(device: torch.device, spec: Spec) -> tuple[ctypes.CDLL, ctypes.c_void_p, int]:
+    """(driver, kernel function, shared-memory bytes) for `device`'s context, loaded once per
+    device and spec."""
+    key = (device.index, spec)
     loaded = _state.get(key)  # every layer call comes here: no lock once loaded
     if loaded is not None:
         return loaded  # type: ignore[return-value]
     with _lock:
         if key in _state:
             return _state[key]  # type: ignore[return-value]
-        path, seconds = build_cubin(warpgroups=warpgroups, source=source, pv_fp8=pv_fp8)
-        _state["build"] = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
+        path, seconds = build_cubin(spec=spec)
+        how = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
+        _state[("build", spec.pv_fp8)] = how
         if seconds:
             logger.info("sage_attn: built the Hopper Sage kernel in %.1f s (%s)", seconds, path)
         lib = _driver()
@@ -183,26 +219,23 @@ def _load(
             image = path.read_bytes()
             _check(lib.cuModuleLoadData(ctypes.byref(module), image), "cuModuleLoadData")
             fn = ctypes.c_void_p()
+            found = lib.cuModuleGetFunction(ctypes.byref(fn), module, spec.entry)
+            _check(found, "cuModuleGetFunction")
+            smem = _smem_bytes(lib, module, spec)
             _check(
-                lib.cuModuleGetFunction(ctypes.byref(fn), module, KERNEL_NAME),
-                "cuModuleGetFunction",
-            )
-            _check(
-                lib.cuFuncSetAttribute(
-                    fn,
-                    _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem_bytes(warpgroups, pv_fp8),
-                ),
+                lib.cuFuncSetAttribute(fn, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem),
                 "cuFuncSetAttribute",
             )
-        _state[key] = (lib, fn)
-        return lib, fn
+        _state[key] = (lib, fn, smem)
+        return lib, fn, smem
 
 
-def describe() -> str:
-    """The kernel in a few words, with how the cubin was obtained (after `problem()`)."""
-    how = _state.get("build", "not built")
-    return f"sm_90a wgmma, INT8 Q·K, {64 * WARPGROUPS} query rows per CTA; {how}"
+def describe(pv_fp8: bool = False) -> str:
+    """The kernel of a P·V mode in a few words, with how its cubin was obtained (after
+    `problem()`)."""
+    spec = spec_for(pv_fp8)
+    how = _state.get(("build", pv_fp8), "not built")
+    return f"sm_90a wgmma, INT8 Q·K, {spec.label}; {how}"
 
 
 def problem(device: torch.device, head_dim: int, pv_fp8: bool = False) -> str | None:
@@ -214,7 +247,7 @@ def problem(device: torch.device, head_dim: int, pv_fp8: bool = False) -> str | 
     if head_dim not in HEAD_DIMS:
         return f"head_dim {head_dim} (built for {HEAD_DIMS})"
     try:
-        _load(device, WARPGROUPS, SOURCE, pv_fp8)
+        _load(device, spec_for(pv_fp8))
     except Exception as exc:  # any build or load failure means: keep the Triton kernel
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -247,17 +280,18 @@ def launch(
     blk_indptr: torch.Tensor,
     tiles: torch.Tensor,
     qk_scale: float,
-    warpgroups: int = WARPGROUPS,
-    source: Path = SOURCE,
+    spec: Spec | None = None,
     vmax: torch.Tensor | None = None,
 ) -> None:
-    """One launch over `tiles` (the plan's `block_m(warpgroups)` tile map) x query heads.
+    """One launch over `tiles` (the plan's `spec.block_m` tile map) x query heads.
 
     `vmax` ([B, Hkv, D] |V| amax) selects FP8 P·V: `vq` then holds e4m3 V^T with the pre-pass's
-    PERMUTE_V key order; without it `vq` is FP16 V^T.
+    PERMUTE_V key order; without it `vq` is FP16 V^T. `spec` (default: the P·V mode's kernel)
+    must match the layout the pre-pass wrote (`spec.blocked`).
     """
     pv_fp8 = vmax is not None
-    lib, fn = _load(q.device, warpgroups, source, pv_fp8)
+    spec = spec or spec_for(pv_fp8)
+    lib, fn, smem = _load(q.device, spec)
     hkv, n_pad, _ = kq.shape
     params = _Params(
         q.data_ptr(), o.data_ptr(), kq.data_ptr(), ks.data_ptr(), vq.data_ptr(),
@@ -270,8 +304,7 @@ def launch(
     stream = torch.cuda.current_stream(q.device).cuda_stream
     _check(
         lib.cuLaunchKernel(
-            fn, tiles.shape[0], q.shape[1], 1, 128 * warpgroups, 1, 1,
-            smem_bytes(warpgroups, pv_fp8),
+            fn, tiles.shape[0], q.shape[1], 1, spec.threads, 1, 1, smem,
             ctypes.c_void_p(stream), args, None,
         ),
         "cuLaunchKernel",

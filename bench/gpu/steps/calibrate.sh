@@ -4,13 +4,13 @@
 # (and the previous Sage kernel when .carry/old/old_paged_sage.py is carried); writes the
 # sm90-flashinfer.json cost table. Then tests/gpu/test_sage_extend_kernel_gpu.py (1000 random
 # cases vs float64). H100/H200, ~6-9 min. Back: results/{calibration.json,calibration.md,
-# sm90-flashinfer.json}, logs.tar.gz. Env: CAL_TIMEOUT_S (330).
+# sm90-flashinfer.json}, logs.tar.gz. Env: CAL_TIMEOUT_S (330), CAL_OLD=0 (skip the old kernel).
 OUT=${OUT:-/tmp/gpu_out/calibrate}
 mkdir -p "$OUT/results"
 LOG_NAME=calibrate.log BUDGET=${CAL_BUDGET_S:-540}
 # shellcheck disable=SC1091
 source bench/gpu/common.sh
-OLD=(); [ -f .carry/old/old_paged_sage.py ] && OLD=(--old-kernel .carry/old/old_paged_sage.py)
+OLD=(); [ "${CAL_OLD:-1}" = 1 ] && [ -f .carry/old/old_paged_sage.py ] && OLD=(--old-kernel .carry/old/old_paged_sage.py)
 step "calibrate"
 timeout "${CAL_TIMEOUT_S:-330}" python3 bench/calibrate.py --out "$OUT/results" "${OLD[@]}" \
   > "$OUT/logs/calibrate.out" 2>&1

@@ -22,7 +22,7 @@ echo "[sm90] bench rc=$?"
 
 if [ "${NCU:-1}" = 1 ]; then
   step "ncu, prefill 32K ($(left) s left)"
-  timeout 150 ncu --clock-control none -k regex:sage_sm90_fwd -s 2 -c 1 --section WarpStateStats \
+  timeout 150 ncu --clock-control none -k regex:sage_sm90 -s 2 -c 1 --section WarpStateStats \
     --section ComputeWorkloadAnalysis --page raw python3 bench/sm90_ncu.py sm90 prefill_32k \
     > "$OUT/results/ncu_raw.txt" 2>&1
   echo "[sm90] ncu rc=$?"

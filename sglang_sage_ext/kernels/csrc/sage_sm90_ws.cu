@@ -1,0 +1,294 @@
+// Warp-specialized SageAttention extend kernel for Hopper (sm_90a), FP16 P.V.
+//
+// Method: SageAttention (Zhang et al., ICLR 2025, arXiv:2410.02367): INT8 Q and K after
+// smoothing K, FP16 P.V with fp32 accumulation. Structure after FlashAttention-3 (Shah et al.,
+// 2024, arXiv:2407.08608), written for this project (no code copied):
+// * one CTA of three warpgroups per SM owns 128 query rows of one head: a producer warp streams
+//   K and V tiles with the Tensor Memory Accelerator (one bulk copy per tile, completion on an
+//   mbarrier), and two consumer warpgroups of 64 rows each share every tile;
+// * the consumers take turns on the tensor cores (FA3's ping-pong, two named barriers): one
+//   issues Q.K^T(n+1) and P.V(n) while the other runs its softmax;
+// * inside each consumer, the softmax of tile n+1 runs under P.V(n) (FA3's intra-warpgroup
+//   overlap) and the running max moves only past a lag of 8 (FlashAttention-4's conditional
+//   rescaling);
+// * setmaxnreg gives the consumers 240 registers and the producer 24;
+// * the softmax is what bounds this kernel (INT8 Q.K^T takes half of FA3's tensor time, while
+//   dequantizing scores adds two instructions per score), so work moves off it: the P.V wgmma
+//   also sums P (N = 136, eight rows of ones under each V tile), a tile's key scales are loaded
+//   before its turn, and wgmma descriptors are built once and offset.
+//
+// Inputs: the packed copies of the Triton pre-pass (`paged_prep_kernel`, BLOCKED layout) laid out
+// so that each tile is one contiguous, already swizzled block: INT8 K [Hkv, n_pad, 128] with the
+// 16-byte chunks of key row r at chunk c ^ (r % 8), one fp32 scale per key, and FP16 V^T in
+// 64-key blocks [Hkv, n_pad / 64, 128 channels, 64 keys] with chunk c of channel row d at
+// c ^ (d % 8). A 128-key tile is then 16 KB of K, 512 B of scales and 32 KB of V, each copied
+// verbatim into the 128-byte-swizzled tiles that the wgmma descriptors read. Requests start on a
+// 64-key boundary and two zero blocks end the buffer, so a tile never reads past it.
+// Semantics: SGLang's extend attention, bottom-right causal over a prefix.
+#include "sage_sm90_common.cuh"
+
+namespace {
+
+static_assert(!kFp8Pv, "the warp-specialized kernel is built for FP16 P.V only");
+#ifndef SAGE_STAGES
+#define SAGE_STAGES 2
+#endif
+constexpr int kStages = SAGE_STAGES;    // K and V tiles in flight, each
+constexpr int kConsumers = 2;           // consumer warpgroups, 64 query rows each
+constexpr int kBlockM = 64 * kConsumers;
+constexpr int kThreads = 128 * (kConsumers + 1);
+constexpr int kScaleBytes = kBlockN * 4;
+// A V stage: two V^T atoms (keys 0..63, 64..127), each 128 channel rows + 8 rows of ones, so
+// that the P.V wgmma (N = 136) also sums P (wgmma_pv_f16_n136): 64 FADDs less per thread and
+// tile, for 6% more P.V work on the tensor cores, which have room.
+constexpr int kVAtomRows = kHeadDim + 8;
+constexpr int kVAtomBytes = kVAtomRows * 128;  // 1024-aligned (17 x 1024)
+constexpr int kVStageBytes = 2 * kVAtomBytes;
+constexpr int kON = 68;  // O accumulators per thread: 64 of O, 4 of row sums
+constexpr int kConsumerRegs = 240, kProducerRegs = 24;
+// Named barriers (0 is __syncthreads): 1 + w = consumer w's turn on the tensor cores,
+// 3 + w = consumer w's Q tile is written.
+constexpr int kTurnBarrier = 1, kQBarrier = 3;
+
+// Shared-memory map, from a 1024-byte-aligned base.
+constexpr int kOffQ = 0;
+constexpr int kOffK = kOffQ + kConsumers * kQTileBytes;
+constexpr int kOffV = kOffK + kStages * kKBytes;
+constexpr int kOffKs = kOffV + kStages * kVStageBytes;
+constexpr int kOffQs = kOffKs + kStages * kScaleBytes;
+constexpr int kOffBar = kOffQs + kBlockM * 4;
+constexpr int kSmemBytes = 1024 + kOffBar + 4 * kStages * 8;  // + alignment slack
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Wait until the phase of parity `phase` has completed (a fresh barrier counts phase -1 as done).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int phase) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(phase)
+      : "memory");
+}
+// TMA bulk copy global -> shared; the bytes count towards `bar`'s transaction.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// Done with a stage: one arrival per warp, after every lane's reads.
+__device__ __forceinline__ void release(uint32_t bar) {
+  __syncwarp();
+  if ((threadIdx.x & 31) == 0) mbar_arrive(bar);
+}
+
+struct Barriers {
+  uint32_t base;  // full_k[kStages], empty_k[kStages], full_v[kStages], empty_v[kStages]
+  __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
+  __device__ __forceinline__ uint32_t empty_k(int s) const { return base + 8 * (kStages + s); }
+  __device__ __forceinline__ uint32_t full_v(int s) const { return base + 8 * (2 * kStages + s); }
+  __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 8 * (3 * kStages + s); }
+};
+
+// What one CTA works on: a 128-row query tile of one request and head.
+struct Work {
+  int b, hq, hk, pre_len, ext_len, pid_m, n_tiles;
+  long long q_start;
+  const int8_t* k;    // this request's first K tile
+  const float* ks;    // its first key scale
+  const uint8_t* v;   // its first V^T block
+};
+
+__device__ __forceinline__ bool find_work(const Params& p, Work& w) {
+  const int tile = blockIdx.x;
+  w.hq = blockIdx.y;
+  w.b = p.tiles[2 * tile];
+  w.pid_m = p.tiles[2 * tile + 1];
+  w.q_start = load_indptr(p.qo_indptr, w.b, p.qo_indptr64);
+  w.ext_len = int(load_indptr(p.qo_indptr, w.b + 1, p.qo_indptr64) - w.q_start);
+  if (w.pid_m * kBlockM >= w.ext_len) return false;
+  w.pre_len = int(load_indptr(p.kv_indptr, w.b + 1, p.kv_indptr64) - load_indptr(p.kv_indptr, w.b, p.kv_indptr64));
+  w.hk = w.hq / p.group;
+  const int causal_end = min(w.pre_len + w.ext_len, w.pre_len + (w.pid_m + 1) * kBlockM);
+  w.n_tiles = (causal_end + kBlockN - 1) / kBlockN;
+  const long long key0 = (long long)w.hk * p.n_pad + (long long)p.blk_indptr[w.b] * kKeyBlock;
+  w.k = p.kq + key0 * kHeadDim;
+  w.ks = p.ks + key0;
+  w.v = reinterpret_cast<const uint8_t*>(p.vq) + key0 * kHeadDim * 2;  // 64-key blocks, fp16
+  return true;
+}
+
+// The producer: one thread streams K tiles (with their scales), another V tiles, each as far
+// ahead as the stages allow; a stage is refilled once all eight consumer warps released it.
+__device__ __forceinline__ void produce(const Work& w, const Barriers& bars, uint32_t sk, uint32_t sv, uint32_t sks) {
+  const int warp = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) != 0 || warp > 1) return;
+  for (int n = 0; n < w.n_tiles; ++n) {
+    const int s = n % kStages, phase = (n / kStages) & 1;
+    if (warp == 0) {
+      mbar_wait(bars.empty_k(s), phase ^ 1);
+      mbar_expect_tx(bars.full_k(s), kKBytes + kScaleBytes);
+      bulk_load(sk + s * kKBytes, w.k + (long long)n * kKBytes, kKBytes, bars.full_k(s));
+      bulk_load(sks + s * kScaleBytes, w.ks + n * kBlockN, kScaleBytes, bars.full_k(s));
+    } else {
+      mbar_wait(bars.empty_v(s), phase ^ 1);
+      mbar_expect_tx(bars.full_v(s), kVBytes);
+      const uint8_t* src = w.v + (long long)n * kVBytes;
+      bulk_load(sv + s * kVStageBytes, src, kVBytes / 2, bars.full_v(s));
+      bulk_load(sv + s * kVStageBytes + kVAtomBytes, src + kVBytes / 2, kVBytes / 2, bars.full_v(s));
+    }
+  }
+}
+
+// P.V of one tile into O and its row sums (N = 136: the ones rows of the V atoms).
+__device__ __forceinline__ void issue_pv_sums(float (&o)[kON], uint32_t (&pa)[kPvSteps][4], uint64_t desc_v) {
+#pragma unroll
+  for (int kstep = 0; kstep < kPvSteps; ++kstep)
+    wgmma_pv_f16_n136(o, pa[kstep], desc_v + (((kstep >> 2) * kVAtomBytes + (kstep & 3) * 32) >> 4));
+  wgmma_commit();
+}
+
+// The ones rows of every V atom: written once; the bulk copies fill rows 0..127 only.
+__device__ __forceinline__ void fill_ones_rows(uint8_t* smem) {
+  const uint32_t one2 = 0x3C003C00u;  // two fp16 1.0
+  for (int i = threadIdx.x; i < kStages * 2 * 8 * 128 / 4; i += blockDim.x) {
+    const int atom = i / (8 * 128 / 4), word = i % (8 * 128 / 4);
+    reinterpret_cast<uint32_t*>(smem + kOffV + atom * kVAtomBytes + kHeadDim * 128)[word] = one2;
+  }
+  fence_async_smem();
+}
+
+// One consumer warpgroup (cw = 0 or 1): rows 64cw..64cw+63 of the CTA's query tile.
+template <typename InT>
+__device__ __forceinline__ void consume(const Params& p, const Work& w, const Barriers& bars, int cw,
+                                        uint8_t* smem, uint32_t sk, uint32_t sv, uint32_t sks) {
+  const int ctid = threadIdx.x - 128 * (cw + 1), warp = ctid >> 5, lane = ctid & 31;
+  uint8_t* sq = smem + kOffQ + cw * kQTileBytes;
+  float* sqs = reinterpret_cast<float*>(smem + kOffQs) + 64 * cw;
+  const long long q_row0 = w.q_start + (long long)w.pid_m * kBlockM + 64 * cw;
+  const int rows = min(64, w.ext_len - w.pid_m * kBlockM - 64 * cw);  // may be <= 0: no output
+  quantize_q<InT>(p, q_row0, rows, w.hq, sq, sqs, ctid);
+  fence_async_smem();
+  named_sync(kQBarrier + cw, 128);
+
+  const int row0 = warp * 16 + (lane >> 2);  // this thread's rows: row0 and row0 + 8
+  const float qs[2] = {sqs[row0], sqs[row0 + 8]};
+  const int limit0 = w.pre_len + w.pid_m * kBlockM + 64 * cw + row0;
+  // Keys below n_full * 128 are visible to every row of this warpgroup; later tiles are masked.
+  const int n_full = (w.pre_len + w.pid_m * kBlockM + 64 * cw) / kBlockN;
+  const uint64_t desc_q = sw128_desc(smem_addr(sq));
+  const uint64_t desc_k = sw128_desc(sk), desc_v = sw128_desc(sv);  // stage 0
+  const int mine = kTurnBarrier + cw, other = kTurnBarrier + (cw ^ 1);
+  float o[kON];
+  int s[64];
+  uint32_t pa[kPvSteps][4];
+  RowState st;
+#pragma unroll
+  for (int i = 0; i < kON; ++i) o[i] = 0.f;
+  if (cw == 1) named_arrive(kTurnBarrier, 256);  // consumer 0 takes the first turn
+
+  mbar_wait(bars.full_k(0), 0);
+  named_sync(mine, 256);
+  wgmma_fence();
+  issue_qk(s, desc_q, desc_k);
+  named_arrive(other, 256);
+  wgmma_wait<0>();
+  fence_regs(s);
+  scores<false>(s, SmemKeyScales{sks}, qs, st, 0, n_full, limit0);
+  release(bars.empty_k(0));
+  finish_tile<false>(s, o, o, pa, st);
+
+  // Steady state: P.V(n) overlaps Q.K^T + softmax of tile n+1 (no wgmma under a branch).
+  for (int n = 0; n + 1 < w.n_tiles; ++n) {
+    const int ks = (n + 1) % kStages, vs = n % kStages;
+    mbar_wait(bars.full_k(ks), ((n + 1) / kStages) & 1);
+    mbar_wait(bars.full_v(vs), (n / kStages) & 1);
+    RegKeyScales scales;  // loaded before the turn: off the softmax's path (measured 2-5 % faster)
+    scales.load(SmemKeyScales{sks + ks * kScaleBytes});
+    named_sync(mine, 256);
+    fence_regs(o);
+    fence_pa(pa);
+    wgmma_fence();
+    issue_qk(s, desc_q, desc_k + ks * (kKBytes >> 4));
+    issue_pv_sums(o, pa, desc_v + vs * (kVStageBytes >> 4));
+    named_arrive(other, 256);
+    wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
+    fence_regs(s);
+    scores<false>(s, scales, qs, st, n + 1, n_full, limit0);
+    release(bars.empty_k(ks));
+    wgmma_wait<0>();
+    fence_regs(o);
+    fence_pa(pa);
+    release(bars.empty_v(vs));
+    finish_tile<false>(s, o, o, pa, st);
+  }
+  const int vs = (w.n_tiles - 1) % kStages;
+  mbar_wait(bars.full_v(vs), ((w.n_tiles - 1) / kStages) & 1);
+  named_sync(mine, 256);
+  fence_regs(o);
+  fence_pa(pa);
+  wgmma_fence();
+  issue_pv_sums(o, pa, desc_v + vs * (kVStageBytes >> 4));
+  if (cw == 0) named_arrive(other, 256);  // consumer 1's last turn; consumer 0 has none left
+  wgmma_wait<0>();
+  fence_regs(o);
+  store_out<InT, kON>(p, o, st, q_row0, rows, w.hq, row0, w.b, w.hk);
+}
+
+template <typename InT>
+__device__ __forceinline__ void attention(const Params& p) {
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = smem_addr(smem_raw);
+  uint8_t* smem = smem_raw + ((1024 - (raw & 1023)) & 1023);
+  const uint32_t base = smem_addr(smem);
+  const uint32_t sk = base + kOffK, sv = base + kOffV, sks = base + kOffKs;
+  const Barriers bars{base + kOffBar};
+  Work w;
+  if (!find_work(p, w)) return;  // uniform over the CTA
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(bars.full_k(s), 1);
+      mbar_init(bars.full_v(s), 1);
+      mbar_init(bars.empty_k(s), 4 * kConsumers);
+      mbar_init(bars.empty_v(s), 4 * kConsumers);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  fill_ones_rows(smem);
+  __syncthreads();
+  const int wg = threadIdx.x >> 7;
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    produce(w, bars, sk, sv, sks);
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+    consume<InT>(p, w, bars, wg - 1, smem, sk, sv, sks);
+  }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(kThreads, 1) sage_sm90_ws_fwd(const __grid_constant__ Params p) {
+  if (p.out_bf16)
+    attention<__nv_bfloat16>(p);
+  else
+    attention<__half>(p);
+}
+
+// The host reads the dynamic shared-memory size from here (a __device__ constant in the cubin).
+extern "C" __device__ const int sage_sm90_ws_fwd_smem_bytes = kSmemBytes;

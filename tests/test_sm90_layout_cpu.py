@@ -1,0 +1,101 @@
+"""The pre-pass's BLOCKED layout (read by the warp-specialized Hopper kernel with TMA bulk
+copies) holds exactly the plain packed layout's values, only moved: K rows with their 16-byte
+chunks swizzled by key % 8, and V^T in 64-key blocks with chunks swizzled by channel % 8.
+
+The plain layout is the one the Triton kernel reads (and the CPU kernel tests check against
+float64), so un-swizzling the blocked copy in torch and comparing byte for byte checks every
+index of the new layout. Runs the real Triton pre-pass under TRITON_INTERPRET=1 in a fresh
+interpreter, as the other CPU kernel tests do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests._subproc import run_python
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unblock_k(kq_blocked: torch.Tensor) -> torch.Tensor:
+    """[Hkv, n, 128] int8 with chunk c of row r at c ^ (r % 8) -> plain rows."""
+    hkv, n, d = kq_blocked.shape
+    chunks = kq_blocked.view(hkv, n, d // 16, 16)
+    row = torch.arange(n).view(1, n, 1)
+    src = torch.arange(d // 16).view(1, 1, -1) ^ (row % 8)  # where plain chunk c was stored
+    return torch.gather(chunks, 2, src.unsqueeze(-1).expand(hkv, n, d // 16, 16)).view(hkv, n, d)
+
+
+def unblock_v(vq_blocked: torch.Tensor) -> torch.Tensor:
+    """[Hkv, n/64, D, 64] fp16 with chunk c of channel row d at c ^ (d % 8) -> V^T [Hkv, D, n]."""
+    hkv, d, n = vq_blocked.shape  # the workspace view is [Hkv, D, n]; the bytes are blocked
+    blocks = vq_blocked.reshape(hkv, n // 64, d, 8, 8)
+    ch = torch.arange(d).view(1, 1, d, 1)
+    src = torch.arange(8).view(1, 1, 1, 8) ^ (ch % 8)
+    plain = torch.gather(blocks, 3, src.unsqueeze(-1).expand(hkv, n // 64, d, 8, 8))
+    return plain.reshape(hkv, n // 64, d, 64).permute(0, 2, 1, 3).reshape(hkv, d, n)
+
+
+def compare_layouts() -> dict:
+    """Pre-pass both layouts for a batch with a prefix, a fresh prompt and a 1-token extend."""
+    from sglang_sage_ext.kernels import paged_sage, sage_sm90
+    from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
+    from tests._llm_inputs import llm
+
+    shape = llm.Shape("3 requests", (130, 0, 70), (70, 200, 1), 4, 2, 128)
+    b = llm.make_batch("llm", shape, seed=5)
+    plan = plan_extend(shape.extend, shape.prefix, "cpu")
+    tensors = (b.q, b.k, b.v, b.k_buffer, b.v_buffer, b.qo_indptr, b.kv_indptr, b.kv_indices)
+    out = {}
+    for name, spec in (("plain", None), ("blocked", sage_sm90.WS_FP16)):
+        kq, ks, vq = paged_sage._pre_pass(tensors, plan, Workspace(), False, False, spec, 0.1)[:3]
+        out[name] = (kq.clone(), ks.clone(), vq.clone())
+    (kq_p, ks_p, vq_p), (kq_b, ks_b, vq_b) = out["plain"], out["blocked"]
+    return {
+        "k_equal": bool(torch.equal(unblock_k(kq_b), kq_p)),
+        "k_moved": not bool(torch.equal(kq_b, kq_p)),
+        "scales_equal": bool(torch.equal(ks_b, ks_p)),
+        "v_equal": bool(torch.equal(unblock_v(vq_b).view(torch.int16), vq_p.view(torch.int16))),
+        "v_moved": not bool(torch.equal(vq_b.view(torch.int16), vq_p.view(torch.int16))),
+        "nonzero": int(kq_p.count_nonzero()),
+    }
+
+
+def test_blocked_layout_is_the_plain_layout_swizzled():
+    code = (
+        "import json; from tests.test_sm90_layout_cpu import compare_layouts; "
+        "print('ROW' + json.dumps(compare_layouts()))"
+    )
+    stdout = run_python(code, env={"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
+    row = json.loads(next(x for x in stdout.splitlines() if x.startswith("ROW"))[3:])
+    assert row["nonzero"] > 0, row
+    assert row["k_moved"] and row["v_moved"], row  # the layouts really differ
+    assert row["k_equal"] and row["v_equal"] and row["scales_equal"], row
+
+
+def test_unblock_helpers_invert_a_known_swizzle():
+    """The test's own un-swizzling, on a layout built by hand from the kernel's rule."""
+    plain_k = torch.arange(2 * 64 * 128, dtype=torch.int32).view(2, 64, 128)
+    blocked_k = torch.empty_like(plain_k)
+    for r in range(64):
+        for c in range(8):
+            blocked_k[:, r, (c ^ (r % 8)) * 16 : (c ^ (r % 8)) * 16 + 16] = plain_k[
+                :, r, c * 16 : c * 16 + 16
+            ]
+    assert torch.equal(unblock_k(blocked_k), plain_k)
+    plain_v = torch.arange(1 * 128 * 128, dtype=torch.int32).view(1, 128, 128)  # [Hkv, D, n]
+    blocked_v = torch.empty(1, 2, 128, 64, dtype=torch.int32)
+    for blk in range(2):
+        for d in range(128):
+            for c in range(8):
+                dst = (c ^ (d % 8)) * 8
+                blocked_v[0, blk, d, dst : dst + 8] = plain_v[
+                    0, d, blk * 64 + c * 8 : blk * 64 + c * 8 + 8
+                ]
+    assert torch.equal(unblock_v(blocked_v.view(1, 128, 128)), plain_v)
