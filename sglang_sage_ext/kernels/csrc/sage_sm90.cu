@@ -23,13 +23,13 @@
 
 namespace {
 
-// One warpgroup per CTA, owning 64 query rows (one wgmma M). Two warpgroups sharing the K/V
-// tiles without warp specialization measured slower (bench/results/sm90-kernel-h200-2026-11-27);
-// sage_sm90_ws.cu shares them with a TMA producer and ping-pong scheduling instead.
-constexpr int kWarpgroups = 1;
-constexpr int kBlockM = 64 * kWarpgroups;
-constexpr int kThreads = 128 * kWarpgroups;
-constexpr int kQBytes = kBlockM * kHeadDim;  // 8 KB per warpgroup
+// One warpgroup per CTA, owning 64 query rows (one wgmma M), two CTAs per SM. Two warpgroups
+// sharing the K/V tiles without warp specialization measured slower
+// (bench/results/sm90-kernel-h200-2026-11-27); sage_sm90_ws.cu shares them with a TMA producer
+// and ping-pong scheduling instead.
+constexpr int kBlockM = 64;
+constexpr int kThreads = 128;
+constexpr int kQBytes = kQTileBytes;
 constexpr int kKRowsPerPass = kThreads / 8, kVRowsPerPass = kThreads / 16;
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
@@ -129,10 +129,9 @@ __device__ __forceinline__ void attention(const Params& p) {
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows: row0 and row0 + 8
-  const int wg = warp >> 2;                   // its warpgroup: rows 64wg..64wg+63
   const float qs[2] = {sqs[row0], sqs[row0 + 8]};
   const int limit0 = pre_len + pid_m * kBlockM + row0;
-  const uint64_t desc_q = sw128_desc(smem_addr(sq) + wg * 64 * kHeadDim);
+  const uint64_t desc_q = sw128_desc(smem_addr(sq));
   const uint64_t desc_k = sw128_desc(sk), desc_v = sw128_desc(sv);  // stage 0
   float o[64];
   int s[64];
@@ -196,7 +195,7 @@ __device__ __forceinline__ void attention(const Params& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads, kWarpgroups == 1 ? 2 : 1) sage_sm90_fwd(const __grid_constant__ Params p) {
+extern "C" __global__ void __launch_bounds__(kThreads, 2) sage_sm90_fwd(const __grid_constant__ Params p) {
   if (p.out_bf16)
     attention<__nv_bfloat16>(p);
   else
