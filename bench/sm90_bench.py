@@ -92,24 +92,18 @@ class Batch(llm.Batch):
         return self.o
 
 
-def _one_wg_fp16():
-    from sglang_sage_ext.kernels import sage_sm90
-
-    return sage_sm90.ONE_WG_FP16
-
-
 def check(name, batch, out_rows):
+    from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
 
     ref = llm.reference(batch)
     plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     row = {"shape": name}
     outs = {}
-    runs = (("sm90", "fp16", None), ("triton", "fp16", None), ("sm90", "fp8", None),
-            ("triton", "fp8", None), ("sm90_1wg", "fp16", _one_wg_fp16()))  # fmt: skip
-    for name, pv, spec in runs:
-        kernel = "triton" if name == "triton" else name[:4]
-        name = name if pv == "fp16" else f"{name}_fp8"
+    runs = (("sm90", "sm90", "fp16", None), ("triton", "triton", "fp16", None),
+            ("sm90_fp8", "sm90", "fp8", None), ("triton_fp8", "triton", "fp8", None),
+            ("sm90_1wg", "sm90", "fp16", sage_sm90.ONE_WG_FP16))  # fmt: skip
+    for name, kernel, pv, spec in runs:
         batch.o.fill_(float("nan"))
         o = batch.sage(kernel, plan, ws, pv, spec).clone()
         torch.cuda.synchronize()

@@ -249,36 +249,28 @@ def test_route_summary(mode, problem, expected):
     assert expected in extend_route_summary(mode, problem, "fp16")
 
 
-@pytest.mark.parametrize(
-    ("pv_mode", "q_smooth", "expected"),
-    [
-        ("fp16", "auto", "(P·V fp16, Q smoothing on)"),
-        ("fp8", "auto", "(P·V fp8, Q smoothing off)"),
-        ("auto", "auto", "Q smoothing on with FP16 P·V)"),
-        ("fp8", "on", "(P·V fp8, Q smoothing on)"),
-        ("fp16", "off", "(P·V fp16, Q smoothing off)"),
-    ],
-)
-def test_route_summary_names_q_smoothing(pv_mode, q_smooth, expected):
-    from sglang_sage_ext.kernels.sage_ops import extend_route_summary
-
-    assert expected in extend_route_summary("all", None, pv_mode, q_smooth)
+CUDA_NO_SMOOTHING = "Q smoothing off in the Hopper CUDA kernel (on where Triton runs)"
 
 
 @pytest.mark.parametrize(
-    ("pv_mode", "q_smooth", "expected"),
+    ("pv_mode", "q_smooth", "kernel", "expected"),
     [
-        ("fp16", "auto", "Q smoothing off in the Hopper CUDA kernel (on where Triton runs)"),
-        ("fp16", "on", "Q smoothing off in the Hopper CUDA kernel (on where Triton runs)"),
-        ("fp8", "auto", "(P·V fp8, Q smoothing off)"),
-        ("fp16", "off", "(P·V fp16, Q smoothing off)"),
+        ("fp16", "auto", "triton", "(P·V fp16, Q smoothing on)"),
+        ("fp8", "auto", "triton", "(P·V fp8, Q smoothing off)"),
+        ("auto", "auto", "triton", "Q smoothing on with FP16 P·V)"),
+        ("fp8", "on", "triton", "(P·V fp8, Q smoothing on)"),
+        ("fp16", "off", "triton", "(P·V fp16, Q smoothing off)"),
+        # the Hopper CUDA kernel does not smooth Q (doctor said "on" on an H100 that ran it)
+        ("fp16", "auto", "sm90", CUDA_NO_SMOOTHING),
+        ("fp16", "on", "sm90", CUDA_NO_SMOOTHING),
+        ("fp8", "auto", "sm90", "(P·V fp8, Q smoothing off)"),
+        ("fp16", "off", "sm90", "(P·V fp16, Q smoothing off)"),
     ],
 )
-def test_route_summary_says_the_cuda_kernel_does_not_smooth_q(pv_mode, q_smooth, expected):
-    """doctor printed "Q smoothing on" on an H100 whose Sage batches ran the CUDA kernel."""
+def test_route_summary_names_q_smoothing(pv_mode, q_smooth, kernel, expected):
     from sglang_sage_ext.kernels.sage_ops import extend_route_summary
 
-    assert expected in extend_route_summary("all", None, pv_mode, q_smooth, "sm90")
+    assert expected in extend_route_summary("all", None, pv_mode, q_smooth, kernel)
 
 
 def test_paged_q_smooth(monkeypatch):

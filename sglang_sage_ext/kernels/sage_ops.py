@@ -133,18 +133,16 @@ def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
     return "triton", f"Triton ({problem})"
 
 
+def kernel_choice_here(pv_mode: str) -> tuple[str, str]:
+    """`paged_kernel_choice` on this machine's first GPU (builds the kernel), for `doctor`."""
+    if not torch.cuda.is_available():
+        return "triton", "Triton (no CUDA GPU)"
+    return paged_kernel_choice(torch.device("cuda"), pv_mode)
+
+
 def kernel_line() -> str:
     """The Sage extend kernel a server on this machine would run, for `doctor` (builds it)."""
-    if not torch.cuda.is_available():
-        return "Triton (no CUDA GPU)"
-    return paged_kernel_choice(torch.device("cuda"), paged_pv_mode())[1]
-
-
-def kernel_choice_here(pv_mode: str) -> str:
-    """ "sm90" or "triton": `paged_kernel_choice` on this machine's first GPU (builds it)."""
-    if not torch.cuda.is_available():
-        return "triton"
-    return paged_kernel_choice(torch.device("cuda"), pv_mode)[0]
+    return kernel_choice_here(paged_pv_mode())[1]
 
 
 def paged_q_smooth() -> str:

@@ -208,8 +208,7 @@ def _load(device: torch.device, spec: Spec) -> tuple[ctypes.CDLL, ctypes.c_void_
         if key in _state:
             return _state[key]  # type: ignore[return-value]
         path, seconds = build_cubin(spec=spec)
-        how = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
-        _state[("build", spec.pv_fp8)] = how
+        _state[("build", spec)] = f"built in {seconds:.1f} s" if seconds else f"cached {path}"
         if seconds:
             logger.info("sage_attn: built the Hopper Sage kernel in %.1f s (%s)", seconds, path)
         lib = _driver()
@@ -234,7 +233,7 @@ def describe(pv_fp8: bool = False) -> str:
     """The kernel of a P·V mode in a few words, with how its cubin was obtained (after
     `problem()`)."""
     spec = spec_for(pv_fp8)
-    how = _state.get(("build", pv_fp8), "not built")
+    how = _state.get(("build", spec), "not built")
     return f"sm_90a wgmma, INT8 Q·K, {spec.label}; {how}"
 
 
