@@ -2,12 +2,13 @@
 """The Hopper CUDA Sage kernel (kernels/sage_sm90) on one GPU: correctness, then TFLOP/s.
 
 Not a test. Per shape (bf16, D=128, SGLang's extend layout with a scattered KV pool):
-* correctness: rel-L2 vs float64 for sm90 and the Triton kernel (FP16 P·V), outputs poisoned
-  with NaN first so an unwritten row shows; the two Sage kernels must also agree closely;
+* correctness: rel-L2 vs float64 for sm90 and the Triton kernel (FP16 and FP8 P·V, with and
+  without Q smoothing), outputs poisoned with NaN first so an unwritten row shows; the two Sage
+  kernels must also agree closely in the same mode;
 * speed: triton.testing.do_bench medians of the whole call (pre-pass + attention), of the
-  sm90 attention launch alone, of the Triton kernel, and of cuDNN SDPA (prefill shapes,
-  is_causal; chunk shapes with a bottom-right mask). FLOPs count visible (query, key) pairs
-  (causal halved): 4 * Hq * D * pairs.
+  sm90 attention launch alone (with and without Q smoothing), of the Triton kernel, and of
+  cuDNN SDPA (prefill shapes, is_causal; chunk shapes with a bottom-right mask). FLOPs count
+  visible (query, key) pairs (causal halved): 4 * Hq * D * pairs.
 
 usage: python3 bench/sm90_bench.py --out DIR [--quick]
 """
@@ -81,13 +82,13 @@ class Batch(llm.Batch):
         v = torch.cat([self.v_buffer[idx], self.v[q0:q1]])
         return self.q[q0:q1], k, v
 
-    def sage(self, kernel, plan, ws, pv="fp16", spec=None):
+    def sage(self, kernel, plan, ws, pv="fp16", spec=None, q_smooth="auto"):
         from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
 
         sage_extend_attention(
             self.q, self.k, self.v, self.o, self.k_buffer, self.v_buffer, self.qo_indptr,
             self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode=pv,
-            plan=plan, workspace=ws, kernel=kernel, sm90_spec=spec,
+            q_smooth=q_smooth, plan=plan, workspace=ws, kernel=kernel, sm90_spec=spec,
         )  # fmt: skip
         return self.o
 
@@ -100,18 +101,25 @@ def check(name, batch, out_rows):
     plan, ws = plan_extend(batch.ext, batch.pre, DEVICE), Workspace()
     row = {"shape": name}
     outs = {}
-    runs = (("sm90", "sm90", "fp16", None), ("triton", "triton", "fp16", None),
-            ("sm90_fp8", "sm90", "fp8", None), ("triton_fp8", "triton", "fp8", None),
-            ("sm90_1wg", "sm90", "fp16", sage_sm90.ONE_WG_FP16))  # fmt: skip
-    for name, kernel, pv, spec in runs:
+    # "auto" smooths Q with FP16 P·V on Triton only (`resolve_q_smooth`); "_plain" / "_smooth"
+    # force it off / on, so that each kernel is compared with the other in the same mode
+    runs = (("sm90", "sm90", "fp16", None, "auto"), ("triton", "triton", "fp16", None, "auto"),
+            ("sm90_smooth", "sm90", "fp16", None, "on"),
+            ("triton_plain", "triton", "fp16", None, "off"),
+            ("sm90_fp8", "sm90", "fp8", None, "auto"),
+            ("triton_fp8", "triton", "fp8", None, "auto"),
+            ("sm90_fp8_smooth", "sm90", "fp8", None, "on"),
+            ("sm90_1wg", "sm90", "fp16", sage_sm90.ONE_WG_FP16, "on"))  # fmt: skip
+    for name, kernel, pv, spec, q_smooth in runs:
         batch.o.fill_(float("nan"))
-        o = batch.sage(kernel, plan, ws, pv, spec).clone()
+        o = batch.sage(kernel, plan, ws, pv, spec, q_smooth).clone()
         torch.cuda.synchronize()
         row[f"{name}_nan"] = bool(o.isnan().any())
         row[f"{name}_rel_l2"] = llm.rel_l2(o, ref)
         outs[name] = o
-    row["sm90_vs_triton"] = llm.rel_l2(outs["sm90"], outs["triton"].double())
-    row["sm90_vs_1wg"] = llm.rel_l2(outs["sm90"], outs["sm90_1wg"].double())
+    row["sm90_smooth_vs_triton"] = llm.rel_l2(outs["sm90_smooth"], outs["triton"].double())
+    row["sm90_vs_triton_plain"] = llm.rel_l2(outs["sm90"], outs["triton_plain"].double())
+    row["ws_vs_1wg_smooth"] = llm.rel_l2(outs["sm90_smooth"], outs["sm90_1wg"].double())
     row["sm90_fp8_vs_triton_fp8"] = llm.rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
     out_rows.append(row)
     print(json.dumps(row), flush=True)
@@ -146,19 +154,27 @@ def speed(name, batch, out_rows):
     row = {"shape": name, "pairs": batch.pairs()}
 
     def attn_only(spec):
-        """The attention launch alone, after one whole call has packed K/V in spec's layout."""
-        batch.sage("sm90", plan, ws, spec=spec)
-        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, len(batch.ext), False, batch.q.device)
+        """The attention launch alone, after one whole call has packed K/V (and Q smoothing's
+        terms) in spec's layout."""
+        batch.sage("sm90", plan, ws, spec=spec, q_smooth="on" if spec.q_smooth else "off")
+        b, dev = len(batch.ext), batch.q.device
+        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, b, False, dev)
+        terms = None
+        if spec.q_smooth:  # (qmean, cq), as launch takes them
+            terms = ws.q_smooth_buffers(batch.hq, plan.n_pad, D, b, dev)[::-1]
         tiles = plan.tiles(spec.block_m)
         return lambda: sage_sm90.launch(
             batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
-            tiles, D**-0.5 * LOG2E, spec=spec,
+            tiles, D**-0.5 * LOG2E, spec=spec, q_terms=terms,
         )  # fmt: skip
 
+    ws_smooth = sage_sm90.spec_for(False, q_smooth=True)
     fns = {
         "sm90": lambda: lambda: batch.sage("sm90", plan, ws),
+        "sm90_smooth": lambda: lambda: batch.sage("sm90", plan, ws, q_smooth="on"),
         "sm90_fp8": lambda: lambda: batch.sage("sm90", plan, ws, "fp8"),
         "sm90_attn_only": lambda: attn_only(sage_sm90.WS_FP16),
+        "sm90_smooth_attn_only": lambda: attn_only(ws_smooth),
         "sm90_1wg_attn_only": lambda: attn_only(sage_sm90.ONE_WG_FP16),
     }
     for i, variant in enumerate(VARIANTS):
@@ -234,10 +250,11 @@ def main() -> int:
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
     variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]
     var_heads = [f"var{i}" for i in range(len(VARIANTS))]
-    heads = ["sm90", "attn", "1wg", *var_heads, "sm90f8", "triton", "tri_f8", "cudnn"]
-    print("\n" + f"{'shape':24} " + " ".join(f"{h:>7}" for h in heads))
+    heads = ["sm90", "smooth", "attn", "attn_sm", "1wg", *var_heads, "sm90f8", "triton", "tri_f8"]
+    print("\n" + f"{'shape':24} " + " ".join(f"{h:>7}" for h in [*heads, "cudnn"]))
     for r in speeds:
-        keys = ("sm90", "sm90_attn_only", "sm90_1wg_attn_only", *variants, "sm90_fp8")
+        keys = ("sm90", "sm90_smooth", "sm90_attn_only", "sm90_smooth_attn_only")
+        keys += ("sm90_1wg_attn_only", *variants, "sm90_fp8")
         keys += ("triton_fp16", "triton_fp8")
         keys += ("cudnn",)
         vals = [r.get(k, "-") for k in keys]
@@ -247,10 +264,12 @@ def main() -> int:
     for r in checks:
         print(
             f"{r['shape']:22} rel-L2 sm90 {r['sm90_rel_l2']:.2e} 1wg {r['sm90_1wg_rel_l2']:.2e} "
-            f"triton {r['triton_rel_l2']:.2e} "
+            f"triton {r['triton_rel_l2']:.2e} smooth: sm90 {r['sm90_smooth_rel_l2']:.2e} "
             f"fp8: sm90 {r['sm90_fp8_rel_l2']:.2e} triton {r['triton_fp8_rel_l2']:.2e} "
-            f"sm90-vs-triton {r['sm90_vs_triton']:.1e}/{r['sm90_fp8_vs_triton_fp8']:.1e} "
-            f"ws-vs-1wg {r['sm90_vs_1wg']:.1e} "
+            f"sm90+smooth {r['sm90_fp8_smooth_rel_l2']:.2e} sm90-vs-triton (smooth/plain/fp8) "
+            f"{r['sm90_smooth_vs_triton']:.1e}/{r['sm90_vs_triton_plain']:.1e}/"
+            f"{r['sm90_fp8_vs_triton_fp8']:.1e} "
+            f"ws-vs-1wg {r['ws_vs_1wg_smooth']:.1e} "
             f"nan {sum(v for k, v in r.items() if k.endswith('_nan'))}"
         )
     print(f"total {time.perf_counter() - t0:.0f} s")

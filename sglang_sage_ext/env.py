@@ -139,7 +139,8 @@ VARIABLES: tuple[Var, ...] = (
         "SGLANG_SAGE_Q_SMOOTH",
         CHOICE,
         "auto",
-        "Q smoothing in the paged kernel (auto: on with FP16 P·V, off with FP8 P·V)",
+        "Q smoothing in the paged kernels (auto: on with FP16 P·V in the Triton kernel; off with "
+        "FP8 P·V and in the Hopper CUDA kernel)",
         choices=("auto", "on", "off"),
         aliases={"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"},
     ),

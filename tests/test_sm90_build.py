@@ -68,6 +68,24 @@ def test_each_pv_mode_has_its_kernel():
         assert spec.source.is_file()
         assert "void __launch_bounds__(kThreads" in spec.source.read_text()
         assert spec.entry.decode() in spec.source.read_text()
+        assert "-DSAGE_Q_SMOOTH=0" in spec.flags()
+
+
+@pytest.mark.parametrize("pv_fp8", [False, True])
+def test_q_smoothing_is_its_own_build(cache, tmp_path, pv_fp8):
+    """Q smoothing is compiled in (SAGE_Q_SMOOTH): another flag, so another cached cubin."""
+    nvcc = _fake_nvcc(
+        tmp_path,
+        'case "$1" in --version) echo "Cuda compilation tools, release 0.0";; *) '
+        'echo "$@" > "$(dirname "$0")/args"; while [ "$1" != "-o" ]; do shift; done; '
+        'printf "\\177ELF" > "$2";; esac\n',
+    )
+    plain, smooth = sage_sm90.spec_for(pv_fp8), sage_sm90.spec_for(pv_fp8, q_smooth=True)
+    assert (plain.source, plain.entry) == (smooth.source, smooth.entry) and smooth.q_smooth
+    first, _ = sage_sm90.build_cubin(nvcc, spec=plain)
+    second, seconds = sage_sm90.build_cubin(nvcc, spec=smooth)
+    assert second != first and seconds > 0
+    assert "-DSAGE_Q_SMOOTH=1" in (tmp_path / "args").read_text().split()
 
 
 def _fake_nvcc(tmp_path, body: str) -> str:
@@ -102,14 +120,15 @@ def test_find_nvcc_prefers_cuda_home(tmp_path, monkeypatch):
 
 
 def test_params_block_matches_the_c_struct():
-    # 9 pointers, 4 int64 strides, 1 float + 6 ints, 1 pointer: Params in csrc/sage_sm90_common.cuh
+    # 9 pointers, 4 int64 strides, 1 float + 6 ints, 3 pointers: Params in sage_sm90_common.cuh
     offsets = {
         name: getattr(sage_sm90._Params, name).offset for name, _ in sage_sm90._Params._fields_
     }
     assert offsets["q"] == 0 and offsets["tiles"] == 64
     assert offsets["stride_qn"] == 72 and offsets["stride_oh"] == 96
     assert offsets["qk_scale"] == 104 and offsets["out_bf16"] == 124
-    assert offsets["vmax"] == 128 and ctypes.sizeof(sage_sm90._Params) == 136
+    assert offsets["vmax"] == 128 and offsets["cq"] == 144
+    assert ctypes.sizeof(sage_sm90._Params) == 152
     source = (sage_sm90.CSRC / "sage_sm90_common.cuh").read_text()
     struct = source[
         source.index("struct Params {") : source.index("};", source.index("struct Params {"))

@@ -99,3 +99,67 @@ def test_unblock_helpers_invert_a_known_swizzle():
                     0, d, blk * 64 + c * 8 : blk * 64 + c * 8 + 8
                 ]
     assert torch.equal(unblock_v(blocked_v.view(1, 128, 128)), plain_v)
+
+
+def launches_by_mode() -> dict:
+    """What `sage_extend_attention(kernel="sm90")` hands the CUDA launch in each P·V / Q
+    smoothing mode (the launch itself recorded, not run: no GPU here), and the Triton path's
+    smoothing terms for the same batch."""
+    from sglang_sage_ext.kernels import paged_sage, sage_sm90
+    from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
+    from tests._llm_inputs import llm
+
+    shape = llm.Shape("2 requests", (130, 0), (70, 200), 4, 2, 128)
+    b = llm.make_batch("q_bias", shape, seed=3)
+    plan = plan_extend(shape.extend, shape.prefix, "cpu")
+    tensors = (b.q, b.k, b.v, b.k_buffer, b.v_buffer, b.qo_indptr, b.kv_indptr, b.kv_indices)
+    qk_scale = b.sm_scale * paged_sage._LOG2E
+    packed = paged_sage._pre_pass(tensors, plan, Workspace(), False, True, None, qk_scale)
+    qmean_ref, cq_ref = packed[4:]
+    seen = {}
+
+    def record(*args, spec, vmax=None, q_terms=None):
+        terms = None if q_terms is None else [t.clone() for t in q_terms]
+        seen["last"] = (spec, vmax is not None, terms)
+
+    sage_sm90.launch = record
+    out = {}
+    modes = (("fp16", "auto"), ("fp16", "on"), ("fp16", "off"), ("fp8", "auto"), ("fp8", "on"))
+    for pv, smooth in modes:
+        paged_sage.sage_extend_attention(
+            *tensors[:3], torch.empty_like(b.q), *tensors[3:], 200, b.sm_scale, pv_mode=pv,
+            q_smooth=smooth, plan=plan, workspace=Workspace(), kernel="sm90",
+        )  # fmt: skip
+        spec, fp8, terms = seen["last"]
+        row = {"entry": spec.entry.decode(), "spec_smooth": spec.q_smooth, "fp8": fp8}
+        row["terms"] = terms is not None
+        if terms is not None:
+            qmean, cq = terms
+            row["qmean_shape"], row["cq_shape"] = list(qmean.shape), list(cq.shape)
+            keys = plan.n_pad - 128  # the two zero blocks at the end are not written per mode
+            row["qmean_equal"] = bool(torch.equal(qmean, qmean_ref))
+            row["cq_equal"] = bool(torch.equal(cq[:, :keys], cq_ref[:, :keys]))
+            row["cq_nonzero"] = int(cq.count_nonzero())
+        out[f"{pv}/{smooth}"] = row
+    return out
+
+
+def test_each_mode_launches_its_cuda_kernel_with_its_terms():
+    """Q smoothing reaches the CUDA kernel when asked for ("auto" keeps it off there): its build
+    flag and the pre-pass's q_mean and c_j, the very terms the Triton kernel reads (the BLOCKED
+    K/V layout does not move them)."""
+    code = (
+        "import json; from tests.test_sm90_layout_cpu import launches_by_mode; "
+        "print('ROW' + json.dumps(launches_by_mode()))"
+    )
+    stdout = run_python(code, env={"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
+    rows = json.loads(next(x for x in stdout.splitlines() if x.startswith("ROW"))[3:])
+    smoothed = {"fp16/on": "sage_sm90_ws_fwd", "fp8/on": "sage_sm90_fwd"}
+    for mode, row in rows.items():
+        assert row["spec_smooth"] == row["terms"] == (mode in smoothed), (mode, row)
+        assert row["fp8"] == mode.startswith("fp8"), (mode, row)
+    for mode, entry in smoothed.items():
+        row = rows[mode]
+        assert row["entry"] == entry, row
+        assert row["qmean_shape"] == [2, 4, 128] and row["cq_shape"][0] == 4, row
+        assert row["qmean_equal"] and row["cq_equal"] and row["cq_nonzero"] > 0, row

@@ -152,7 +152,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         if device_type == "cuda" and self._paged_ok:
             gpu = torch.device("cuda", getattr(model_runner, "gpu_id", torch.cuda.current_device()))
             self._paged_kernel, self.kernel_summary = kernels.paged_kernel_choice(
-                gpu, self._paged_pv
+                gpu, self._paged_pv, self._q_smooth
             )
         where = (
             "CPU, Triton interpreter" if cpu_interpret else f"GPU sm{capability[0]}{capability[1]}"

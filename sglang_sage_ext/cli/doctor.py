@@ -149,7 +149,7 @@ def _extend_route(report: Report) -> None:
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
     pv = kernels.paged_pv_mode()
-    kernel = kernels.kernel_choice_here(pv)[0]
+    kernel = kernels.kernel_choice_here(pv, kernels.paged_q_smooth())[0]
     text = kernels.extend_route_summary(mode, problem, pv, kernels.paged_q_smooth(), kernel)
     if problem and mode != "off":
         report.add("extend under sage_attn", text, DEGRADED, problem)

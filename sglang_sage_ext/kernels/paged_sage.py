@@ -7,6 +7,7 @@ the per-batch shapes come from an `ExtendPlan` built once per forward batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -77,13 +78,16 @@ def resolve_pv_mode(pv_mode: str, device: torch.device) -> bool:
     return capability is not None and capability >= (8, 9)
 
 
-def resolve_q_smooth(q_smooth: str, pv_fp8: bool) -> bool:
-    """True to smooth Q. "auto": on with FP16 P·V, off with FP8 P·V.
+def resolve_q_smooth(q_smooth: str, pv_fp8: bool, kernel: str = "triton") -> bool:
+    """True to smooth Q. "auto": on with FP16 P·V on the Triton kernel; off with FP8 P·V and on
+    the Hopper CUDA kernel ("sm90"); "on" / "off" apply to both kernels.
 
     Why: on LLM-like queries (per-channel bias) Q smoothing takes the FP16 P·V error from
-    1.3e-2..1.9e-2 to 0.96e-2..1.39e-2 rel-L2 (bench/llm_like_inputs.py families at the issue's
-    shapes, bench/sage_emulate.py), for one FADD per score and one per-key vector load per key
-    tile in the attention loop (+15 % of its instructions); with FP8 P·V, e4m3's ~3.4e-2
+    1.5e-2..1.9e-2 to 1.05e-2..1.37e-2 rel-L2 (bench/llm_accuracy.py, either kernel, H100). In
+    the Triton kernel that costs one FADD per score and one per-key vector load per key tile
+    (+15 % of the loop's instructions). The CUDA kernel, issue-bound in its softmax, loses
+    10-20 % of its speed at 8K-32K (bench/results/sm90-smooth-h100-2026-11-28), which the cost
+    table was not calibrated for, so "auto" keeps it off there. With FP8 P·V, e4m3's ~3.4e-2
     dominates and smoothing gains ~5 % of it, so the speed mode keeps the shorter loop.
     """
     if q_smooth == "on":
@@ -92,7 +96,7 @@ def resolve_q_smooth(q_smooth: str, pv_fp8: bool) -> bool:
         return False
     if q_smooth != "auto":
         raise ValueError(f"q_smooth must be 'auto', 'on' or 'off', not {q_smooth!r}")
-    return not pv_fp8
+    return not pv_fp8 and kernel != "sm90"
 
 
 def _check_inputs(q, k, v, o, k_buffer, v_buffer) -> None:
@@ -154,19 +158,23 @@ def sage_extend_attention(
         raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
     if kernel == "sm90":
         kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
-    spec = (sm90_spec or sage_sm90.spec_for(pv_fp8)) if kernel == "sm90" else None
-    # Q smoothing is a Triton-kernel feature; the Hopper CUDA kernel quantizes Q on its own.
-    smooth = resolve_q_smooth(q_smooth, pv_fp8) and kernel != "sm90"
+    smooth = resolve_q_smooth(q_smooth, pv_fp8, kernel)
+    spec = None
+    if kernel == "sm90":
+        spec = sage_sm90.spec_for(pv_fp8, smooth)
+        if sm90_spec is not None:  # a benchmark's variant, in this call's modes
+            spec = dataclasses.replace(sm90_spec, pv_fp8=pv_fp8, q_smooth=smooth)
     qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
     packed = _pre_pass(
         (q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices), plan,
         workspace or _DEFAULT_WORKSPACE, pv_fp8, smooth, spec, qk_scale,
     )  # fmt: skip
     if spec is not None:
-        kq, ks, vq, vmax = packed[:4]
+        kq, ks, vq, vmax, qmean, cq = packed
         sage_sm90.launch(
             q, o, kq, ks, vq, qo_indptr, kv_indptr, plan.blk_indptr, plan.tiles(spec.block_m),
             qk_scale, spec=spec, vmax=vmax if pv_fp8 else None,
+            q_terms=(qmean, cq) if smooth else None,
         )  # fmt: skip
         return None
     cfg = config or default_config(head_dim, pv_fp8, _capability(q.device))

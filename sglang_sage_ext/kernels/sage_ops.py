@@ -83,8 +83,9 @@ DEFAULT_PAGED_PV = "fp16"  # = env.BY_NAME[PAGED_PV_ENV].default (a test keeps t
 
 
 Q_SMOOTH_ENV = "SGLANG_SAGE_Q_SMOOTH"
-#: auto = on with FP16 P·V (LLM-like inputs: ~27 % less error, +15 % instructions in the
-#: attention loop), off with FP8 P·V (e4m3 dominates there); `paged_sage.resolve_q_smooth`.
+#: auto = on with FP16 P·V in the Triton kernel (LLM-like inputs: ~30 % less error, +15 %
+#: instructions in its loop), off with FP8 P·V (e4m3 dominates there) and in the Hopper CUDA
+#: kernel (9-20 % slower with it); `paged_sage.resolve_q_smooth`.
 DEFAULT_Q_SMOOTH = "auto"  # = env.BY_NAME[Q_SMOOTH_ENV].default (a test keeps them equal)
 
 
@@ -109,40 +110,44 @@ def paged_pv_mode() -> str:
 KERNEL_ENV = "SGLANG_SAGE_KERNEL"
 
 
-def paged_kernel_choice(device: torch.device, pv_mode: str) -> tuple[str, str]:
+def paged_kernel_choice(
+    device: torch.device, pv_mode: str, q_smooth: str = DEFAULT_Q_SMOOTH
+) -> tuple[str, str]:
     """("sm90" | "triton", one line for the log and `doctor`): which kernel runs Sage batches.
 
-    The Hopper CUDA kernel (`sage_sm90`, FP16 or FP8 P·V, head_dim 128) where SGLANG_SAGE_KERNEL is
-    auto or cuda and it builds here (the first call compiles it with nvcc and caches the
-    cubin); the Triton kernel otherwise, and for head dims the CUDA kernel was not built for.
+    The Hopper CUDA kernel (`sage_sm90`, FP16 or FP8 P·V, head_dim 128, with or without Q
+    smoothing) where SGLANG_SAGE_KERNEL is auto or cuda and it builds here (the first call
+    compiles the variant these modes run with nvcc and caches the cubin); the Triton kernel
+    otherwise, and for head dims the CUDA kernel was not built for.
     """
     choice = str(env.value(KERNEL_ENV, logger.warning))
     if choice == "triton":
         return "triton", "Triton (SGLANG_SAGE_KERNEL=triton)"
     from sglang_sage_ext.kernels import sage_sm90
-    from sglang_sage_ext.kernels.paged_sage import resolve_pv_mode
+    from sglang_sage_ext.kernels.paged_sage import resolve_pv_mode, resolve_q_smooth
 
     pv_fp8 = device.type == "cuda" and resolve_pv_mode(pv_mode, device)
-    problem = sage_sm90.problem(device, sage_sm90.HEAD_DIMS[0], pv_fp8)
+    smooth = resolve_q_smooth(q_smooth, pv_fp8, "sm90")
+    problem = sage_sm90.problem(device, sage_sm90.HEAD_DIMS[0], pv_fp8, smooth)
     if problem is None:
-        pv = "FP8" if pv_fp8 else "FP16"
-        what = f"{sage_sm90.describe(pv_fp8)}, {pv} P·V, no Q smoothing; head_dim != 128 on Triton"
-        return "sm90", f"Hopper CUDA kernel ({what})"
+        pv, qs = "FP8" if pv_fp8 else "FP16", "on" if smooth else "off"
+        what = f"{sage_sm90.describe(pv_fp8, smooth)}, {pv} P·V, Q smoothing {qs}"
+        return "sm90", f"Hopper CUDA kernel ({what}; head_dim != 128 on Triton)"
     if choice == "cuda":
         logger.warning("sage_attn: SGLANG_SAGE_KERNEL=cuda but %s; using Triton", problem)
     return "triton", f"Triton ({problem})"
 
 
-def kernel_choice_here(pv_mode: str) -> tuple[str, str]:
+def kernel_choice_here(pv_mode: str, q_smooth: str = DEFAULT_Q_SMOOTH) -> tuple[str, str]:
     """`paged_kernel_choice` on this machine's first GPU (builds the kernel), for `doctor`."""
     if not torch.cuda.is_available():
         return "triton", "Triton (no CUDA GPU)"
-    return paged_kernel_choice(torch.device("cuda"), pv_mode)
+    return paged_kernel_choice(torch.device("cuda"), pv_mode, q_smooth)
 
 
 def kernel_line() -> str:
     """The Sage extend kernel a server on this machine would run, for `doctor` (builds it)."""
-    return kernel_choice_here(paged_pv_mode())[1]
+    return kernel_choice_here(paged_pv_mode(), paged_q_smooth())[1]
 
 
 def paged_q_smooth() -> str:
@@ -159,12 +164,13 @@ def extend_route_summary(
 ) -> str:
     """Which kernel takes which Sage extend batches, in words (startup log and `doctor`).
 
-    `kernel`: `paged_kernel_choice()`'s pick; the Hopper CUDA kernel does not smooth Q, so
-    Q smoothing then applies only to the head dims that stay on Triton."""
+    `kernel`: `paged_kernel_choice()`'s pick; "auto" leaves Q smoothing off in the Hopper CUDA
+    kernel (`paged_sage.resolve_q_smooth`), "on" smooths there too."""
     if q_smooth == "auto":  # paged_sage.resolve_q_smooth's rule, in words
         q_smooth = {"fp16": "on", "fp8": "off"}.get(pv_mode, "on with FP16 P·V")
-    if kernel == "sm90" and q_smooth and q_smooth != "off":
-        q_smooth = f"off in the Hopper CUDA kernel ({q_smooth} where Triton runs)"
+        if kernel == "sm90" and q_smooth != "off":
+            both = f"{Q_SMOOTH_ENV}=on smooths both"
+            q_smooth = f"off in the Hopper CUDA kernel ({q_smooth} where Triton runs; {both})"
     smooth = f", Q smoothing {q_smooth}" if q_smooth else ""
     paged = f"the paged Sage kernel (P·V {pv_mode}{smooth})"
     if mode == "off" or paged_problem:

@@ -43,8 +43,9 @@ class Spec:
     """One Hopper Sage kernel: its source, entry point, CTA shape and packed-input layout.
 
     `blocked`: it reads the pre-pass's BLOCKED layout (tiles contiguous and pre-swizzled for
-    TMA bulk copies); otherwise the plain packed layout. Its dynamic shared memory is read from
-    the cubin (`<entry>_smem_bytes`), so the size is stated once, in the .cu.
+    TMA bulk copies); otherwise the plain packed layout. `q_smooth`: built with Q smoothing
+    (it then reads the pre-pass's q_mean and c_j; one FMA per score more). Its dynamic shared
+    memory is read from the cubin (`<entry>_smem_bytes`), so the size is stated once, in the .cu.
     """
 
     source: Path
@@ -54,9 +55,11 @@ class Spec:
     pv_fp8: bool
     blocked: bool
     label: str
+    q_smooth: bool = False
 
     def flags(self) -> tuple[str, ...]:
-        return (*NVCC_FLAGS, f"-DSAGE_PV_FP8={int(self.pv_fp8)}")
+        modes = (f"-DSAGE_PV_FP8={int(self.pv_fp8)}", f"-DSAGE_Q_SMOOTH={int(self.q_smooth)}")
+        return (*NVCC_FLAGS, *modes)
 
 
 #: FP16 P·V: warp-specialized (a TMA producer warp, two ping-ponging consumer warpgroups).
@@ -68,9 +71,10 @@ ONE_WG_FP8 = Spec(SOURCE, b"sage_sm90_fwd", 128, 64, True, False,
 ONE_WG_FP16 = dataclasses.replace(ONE_WG_FP8, pv_fp8=False)
 
 
-def spec_for(pv_fp8: bool) -> Spec:
-    """The kernel that runs a P·V mode."""
-    return ONE_WG_FP8 if pv_fp8 else WS_FP16
+def spec_for(pv_fp8: bool, q_smooth: bool = False) -> Spec:
+    """The kernel that runs a P·V mode, with or without Q smoothing."""
+    spec = ONE_WG_FP8 if pv_fp8 else WS_FP16
+    return dataclasses.replace(spec, q_smooth=True) if q_smooth else spec
 
 
 _lock = threading.Lock()
@@ -101,6 +105,8 @@ class _Params(ctypes.Structure):
         ("kv_indptr64", ctypes.c_int),
         ("out_bf16", ctypes.c_int),
         ("vmax", ctypes.c_void_p),
+        ("qmean", ctypes.c_void_p),
+        ("cq", ctypes.c_void_p),
     ]
 
 
@@ -229,15 +235,17 @@ def _load(device: torch.device, spec: Spec) -> tuple[ctypes.CDLL, ctypes.c_void_
         return lib, fn, smem
 
 
-def describe(pv_fp8: bool = False) -> str:
+def describe(pv_fp8: bool = False, q_smooth: bool = False) -> str:
     """The kernel of a P·V mode in a few words, with how its cubin was obtained (after
     `problem()`)."""
-    spec = spec_for(pv_fp8)
+    spec = spec_for(pv_fp8, q_smooth)
     how = _state.get(("build", spec), "not built")
     return f"sm_90a wgmma, INT8 Q·K, {spec.label}; {how}"
 
 
-def problem(device: torch.device, head_dim: int, pv_fp8: bool = False) -> str | None:
+def problem(
+    device: torch.device, head_dim: int, pv_fp8: bool = False, q_smooth: bool = False
+) -> str | None:
     """Why the Hopper kernel cannot run here (one line), or None when it can (builds it)."""
     if device.type != "cuda":
         return "not a CUDA device"
@@ -246,7 +254,7 @@ def problem(device: torch.device, head_dim: int, pv_fp8: bool = False) -> str | 
     if head_dim not in HEAD_DIMS:
         return f"head_dim {head_dim} (built for {HEAD_DIMS})"
     try:
-        _load(device, spec_for(pv_fp8))
+        _load(device, spec_for(pv_fp8, q_smooth))
     except Exception as exc:  # any build or load failure means: keep the Triton kernel
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -281,15 +289,21 @@ def launch(
     qk_scale: float,
     spec: Spec | None = None,
     vmax: torch.Tensor | None = None,
+    q_terms: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """One launch over `tiles` (the plan's `spec.block_m` tile map) x query heads.
 
     `vmax` ([B, Hkv, D] |V| amax) selects FP8 P·V: `vq` then holds e4m3 V^T with the pre-pass's
-    PERMUTE_V key order; without it `vq` is FP16 V^T. `spec` (default: the P·V mode's kernel)
-    must match the layout the pre-pass wrote (`spec.blocked`).
+    PERMUTE_V key order; without it `vq` is FP16 V^T. `q_terms` (the pre-pass's q_mean
+    [B, Hq, D] and c_j [Hq, n_pad], fp32) selects Q smoothing. `spec` (default: the kernel of
+    those modes) must match the layout the pre-pass wrote (`spec.blocked`) and the modes.
     """
     pv_fp8 = vmax is not None
-    spec = spec or spec_for(pv_fp8)
+    spec = spec or spec_for(pv_fp8, q_terms is not None)
+    if spec.pv_fp8 != pv_fp8 or spec.q_smooth != (q_terms is not None):
+        raise ValueError(f"kernel {spec.entry.decode()} (fp8 {spec.pv_fp8}, Q smoothing "
+                         f"{spec.q_smooth}) does not match its inputs")  # fmt: skip
+    qmean, cq = q_terms if q_terms is not None else (None, None)
     lib, fn, smem = _load(q.device, spec)
     hkv, n_pad, _ = kq.shape
     params = _Params(
@@ -298,6 +312,7 @@ def launch(
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), qk_scale, q.shape[1] // hkv, n_pad,
         int(qo_indptr.dtype == torch.int64), int(kv_indptr.dtype == torch.int64),
         int(q.dtype == torch.bfloat16), vmax.data_ptr() if pv_fp8 else None,
+        qmean.data_ptr() if qmean is not None else None, cq.data_ptr() if cq is not None else None,
     )  # fmt: skip
     args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
     stream = torch.cuda.current_stream(q.device).cuda_stream

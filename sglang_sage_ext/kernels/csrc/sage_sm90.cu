@@ -31,6 +31,7 @@ constexpr int kBlockM = 64;
 constexpr int kThreads = 128;
 constexpr int kQBytes = kQTileBytes;
 constexpr int kKRowsPerPass = kThreads / 8, kVRowsPerPass = kThreads / 16;
+constexpr int kScaleTiles = kQSmooth ? 4 : 2;  // key scales (and c_j) of the two K stages
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
@@ -46,6 +47,7 @@ struct TileLoader {
   const int8_t* k;
   const uint8_t* v;  // V^T row bytes (fp16 or fp8)
   const float* ks;
+  const float* cq;  // Q smoothing's c_j of this request and query head
   long long v_row_step;  // bytes between the V^T rows one thread copies
   uint32_t k_dst, v_dst, ks_dst;
 
@@ -53,21 +55,23 @@ struct TileLoader {
   static constexpr int kVRows = kFp8Pv ? kKRowsPerPass : kVRowsPerPass;
   static constexpr int kVElt = kFp8Pv ? 1 : 2;
 
-  __device__ __forceinline__ TileLoader(const int8_t* kbase, const float* ksbase, const uint8_t* vbase,
-                                        int n_pad, uint32_t sk, uint32_t sv, uint32_t sks) {
+  __device__ __forceinline__ TileLoader(const int8_t* kbase, const float* ksbase, const float* cqbase,
+                                        const uint8_t* vbase, int n_pad, uint32_t sk, uint32_t sv, uint32_t sks) {
     const int tid = threadIdx.x;
     const int krow = tid >> 3, kc = tid & 7;
     const int vrow = kFp8Pv ? krow : tid >> 4, vc = kFp8Pv ? kc : tid & 15;
     k = kbase + krow * kHeadDim + kc * 16;
     v = vbase + (long long)vrow * n_pad * kVElt + vc * 16;
     ks = ksbase + (tid & 31) * 4;
+    cq = cqbase + (tid & 31) * 4;
     v_row_step = (long long)kVRows * n_pad * kVElt;
     k_dst = sk + swizzle(krow, kc);
     v_dst = sv + (vc >> 3) * kVAtom + swizzle(vrow, vc & 7);
     ks_dst = sks + (tid & 31) * 16;
   }
 
-  // K tile `n` (keys 128n..128n+127) and its scales into K stage `stage`.
+  // K tile `n` (keys 128n..128n+127) and its scales (and c_j) into K stage `stage`; the c_j
+  // of a stage follow its two scale tiles.
   __device__ __forceinline__ void load_k(int n, int stage) const {
     const int8_t* src = k + (long long)n * kBlockN * kHeadDim;
     const uint32_t dst = k_dst + stage * kKBytes;
@@ -75,6 +79,8 @@ struct TileLoader {
     for (int i = 0; i < kBlockN / kKRowsPerPass; ++i)
       cp_async16(dst + i * kKRowsPerPass * 128, src + i * kKRowsPerPass * kHeadDim);
     if (threadIdx.x < 32) cp_async16(ks_dst + stage * kBlockN * 4, ks + n * kBlockN);
+    if (kQSmooth && threadIdx.x >= 32 && threadIdx.x < 64)
+      cp_async16(ks_dst + (2 + stage) * kBlockN * 4, cq + n * kBlockN);
   }
 
   // V^T tile `n` (128 channel rows x 128 keys) into V stage `stage`.
@@ -96,7 +102,8 @@ __device__ __forceinline__ void attention(const Params& p) {
   uint8_t* smem = smem_raw + ((1024 - (base & 1023)) & 1023);
   uint8_t* sq = smem;
   const uint32_t sk = smem_addr(sq + kQBytes), sv = sk + 2 * kKBytes, sks = sv + 2 * kVBytes;
-  float* sqs = reinterpret_cast<float*>(smem + kQBytes + 2 * kKBytes + 2 * kVBytes + 2 * kBlockN * 4);
+  const uint32_t scq = sks + 2 * kBlockN * 4;  // Q smoothing's c_j, two stages
+  float* sqs = reinterpret_cast<float*>(smem + kQBytes + 2 * kKBytes + 2 * kVBytes + kScaleTiles * kBlockN * 4);
 
   const int tile = blockIdx.x, hq = blockIdx.y;
   const int b = p.tiles[2 * tile], pid_m = p.tiles[2 * tile + 1];
@@ -108,6 +115,7 @@ __device__ __forceinline__ void attention(const Params& p) {
   const int hk = hq / p.group;
   const long long key0 = (long long)p.blk_indptr[b] * kKeyBlock;
   const TileLoader ld(p.kq + ((long long)hk * p.n_pad + key0) * kHeadDim, p.ks + (long long)hk * p.n_pad + key0,
+                      kQSmooth ? p.cq + (long long)hq * p.n_pad + key0 : nullptr,
                       reinterpret_cast<const uint8_t*>(p.vq) + ((long long)hk * kHeadDim * p.n_pad + key0) * TileLoader::kVElt,
                       p.n_pad, sk, sv, sks);
 
@@ -122,7 +130,7 @@ __device__ __forceinline__ void attention(const Params& p) {
   cp_async_commit();
   const long long q_row0 = q_start + (long long)pid_m * kBlockM;
   const int rows = min(kBlockM, ext_len - pid_m * kBlockM);
-  quantize_q<InT>(p, q_row0, rows, hq, sq, sqs, threadIdx.x);
+  quantize_q<InT>(p, q_row0, rows, b, hq, sq, sqs, threadIdx.x);
   cp_async_wait<0>();
   fence_async_smem();
   __syncthreads();
@@ -150,7 +158,7 @@ __device__ __forceinline__ void attention(const Params& p) {
   issue_qk(s, desc_q, desc_k);
   wgmma_wait<0>();
   fence_regs(s);
-  scores<true>(s, SmemKeyScales{sks}, qs, st, 0, n_full, limit0);
+  scores<true>(s, SmemKeyScales{sks}, SmemKeyScales{scq}, qs, st, 0, n_full, limit0);
   finish_tile<false>(s, o, o, pa, st);
 
   // Steady state: tiles 0..n_tiles-2 each overlap P.V(n) with Q.K^T + softmax of tile n+1.
@@ -170,7 +178,9 @@ __device__ __forceinline__ void attention(const Params& p) {
     issue_pv(PV_ACC, pa, desc_v + (n & 1) * (kVBytes >> 4));
     wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
     fence_regs(s);
-    scores<true>(s, SmemKeyScales{sks + ((n + 1) & 1) * kBlockN * 4}, qs, st, n + 1, n_full, limit0);
+    const int kst = (n + 1) & 1;
+    scores<true>(s, SmemKeyScales{sks + kst * kBlockN * 4}, SmemKeyScales{scq + kst * kBlockN * 4}, qs, st, n + 1,
+                 n_full, limit0);
     wgmma_wait<0>();
     fence_regs(PV_ACC);
     fence_pa(pa);
@@ -204,4 +214,4 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2) sage_sm90_fwd(const __
 
 // The host reads the dynamic shared-memory size from here (a __device__ constant in the cubin).
 extern "C" __device__ const int sage_sm90_fwd_smem_bytes =
-    1024 + kQBytes + 2 * kKBytes + 2 * kVBytes + 2 * kBlockN * 4 + kBlockM * 4;
+    1024 + kQBytes + 2 * kKBytes + 2 * kVBytes + kScaleTiles * kBlockN * 4 + kBlockM * 4;

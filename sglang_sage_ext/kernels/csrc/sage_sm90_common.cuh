@@ -18,6 +18,16 @@ namespace {
 // permuted inside each 32-key group so P's accumulator fragment feeds wgmma without shuffles,
 // and two-level accumulation (each tile's P.V into a fresh accumulator, added in fp32).
 constexpr bool kFp8Pv = SAGE_PV_FP8;
+#ifndef SAGE_Q_SMOOTH
+#define SAGE_Q_SMOOTH 0
+#endif
+// Q smoothing (SageAttention2, arXiv:2411.10958): the pre-pass writes each request's mean query
+// q_mean (log2 units) and c_j = q_mean . k~_j per query head and key; Q is quantized after
+// subtracting q_mean and every score gets c_j back: s_ij = qs_i ks_j (Q~_i . K~_j) + c_j. One
+// FMA per score more (on the way to the row max, with a shared-memory load per key pair): 9-20 %
+// of the warp-specialized kernel's speed; on LLM-like queries (per-channel bias) it takes FP16
+// P.V's rel-L2 from ~1.7e-2 to ~1.2e-2 (bench/results/sm90-smooth-h100-2026-11-28).
+constexpr bool kQSmooth = SAGE_Q_SMOOTH;
 constexpr int kBlockN = 128;   // keys per tile
 constexpr int kHeadDim = 128;  // D; 128 bytes per INT8 row: one swizzle atom wide
 constexpr int kKeyBlock = 64;  // request alignment in the packed copies
@@ -50,6 +60,8 @@ struct Params {
   int kv_indptr64;           // 1 when kv_indptr is int64
   int out_bf16;              // 1 for bf16 q/o, 0 for fp16
   const float* vmax;         // [B, Hkv, D] |V| amax per channel (FP8 P.V only)
+  const float* qmean;        // [B, Hq, D] mean query, log2 units (Q smoothing only)
+  const float* cq;           // [Hq, n_pad] q_mean . k~ per key, log2 units (Q smoothing only)
 };
 
 __device__ __forceinline__ long long load_indptr(const void* p, int i, int is64) {
@@ -138,20 +150,28 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 // Q tile -> INT8 in swizzled shared memory, one scale per row. Two threads per row, 64
 // channels each (eight 16-byte loads); rows past the request are zeros. `tid`: the thread's
 // index in its warpgroup.
+// With Q smoothing the request's mean query (`b`: the request) is subtracted first.
 template <typename InT>
-__device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, int rows, int hq,
+__device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, int rows, int b, int hq,
                                            uint8_t* sq, float* sqs, int tid) {
   const int row = tid >> 1, half = tid & 1;
   float v[64];
   if (row < rows) {
     const InT* src = reinterpret_cast<const InT*>(p.q) + (q_row0 + row) * p.stride_qn +
                      (long long)hq * p.stride_qh + half * 64;
+    const float4* qm = reinterpret_cast<const float4*>(p.qmean + ((long long)b * gridDim.y + hq) * kHeadDim + half * 64);
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
       uint4 raw = reinterpret_cast<const uint4*>(src)[c];
       const InT* e = reinterpret_cast<const InT*>(&raw);
 #pragma unroll
       for (int i = 0; i < 8; ++i) v[c * 8 + i] = float(e[i]) * p.qk_scale;
+      if constexpr (kQSmooth) {
+        const float4 m0 = qm[2 * c], m1 = qm[2 * c + 1];
+        const float m[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[c * 8 + i] -= m[i];
+      }
     }
   } else {
 #pragma unroll
@@ -221,9 +241,11 @@ struct RegKeyScales {
 // rescaled rarely (FlashAttention-4's conditional rescaling); P <= 2^8 stays exact in fp16.
 // kSumP: this thread sums its P values into st.l (else the P.V wgmma sums them, see
 // wgmma_pv_f16_n136, and st.l stays unused).
+// With Q smoothing, `cq2` holds the tile's c_j (same layout as the key scales) and the scores
+// are finished here, x = x qs + c_j; otherwise qs is applied inside the exponent's FMA.
 template <bool Masked, bool kSumP, typename KeyScales>
-__device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks2, const float (&qs)[2],
-                                               RowState& st, int n0, int limit0) {
+__device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks2, SmemKeyScales cq2,
+                                               const float (&qs)[2], RowState& st, int n0, int limit0) {
   const int t4 = threadIdx.x & 3;
   float* t = reinterpret_cast<float*>(s);
   // Four partial maxima / sums per row: short dependency chains (two warps per scheduler
@@ -234,10 +256,12 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
     const float2 pair = ks2.get(j);
+    const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float ks = (e & 1) ? pair.y : pair.x;
       float x = fmaf(int_as_biased_float(s[4 * j + e]), ks, -12582912.f * ks);
+      if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
       if (Masked) {
         const int key = n0 + 8 * j + 2 * t4 + (e & 1);
         if (key > limit0 + ((e >> 1) << 3)) x = -INFINITY;
@@ -255,7 +279,7 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
   for (int r = 0; r < 2; ++r) {
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
-    m_new[r] = fmaxf(st.m[r], mx[r] * qs[r]);
+    m_new[r] = fmaxf(st.m[r], kQSmooth ? mx[r] : mx[r] * qs[r]);
     grow |= m_new[r] > st.m[r] + kMaxLag;
   }
   st.rescale = __any_sync(0xffffffff, grow);
@@ -272,7 +296,7 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
   float l4[2][4] = {};
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
-    t[i] = exp2f(fmaf(t[i], qs[i >> 1 & 1], neg_m[i >> 1 & 1]));
+    t[i] = exp2f(kQSmooth ? t[i] + neg_m[i >> 1 & 1] : fmaf(t[i], qs[i >> 1 & 1], neg_m[i >> 1 & 1]));
     if constexpr (kSumP) l4[i >> 1 & 1][(i >> 2) & 3] += t[i];
   }
   if constexpr (kSumP) {
@@ -354,12 +378,12 @@ __device__ __forceinline__ void issue_pv(float (&acc)[64], uint32_t (&pa)[kPvSte
 }
 
 template <bool kSumP, typename KeyScales>
-__device__ __forceinline__ void scores(int (&s)[64], const KeyScales& ks, const float (&qs)[2],
-                                       RowState& st, int n, int n_full, int limit0) {
+__device__ __forceinline__ void scores(int (&s)[64], const KeyScales& ks, SmemKeyScales cq,
+                                       const float (&qs)[2], RowState& st, int n, int n_full, int limit0) {
   if (n < n_full)
-    softmax_scores<false, kSumP>(s, ks, qs, st, n * kBlockN, limit0);
+    softmax_scores<false, kSumP>(s, ks, cq, qs, st, n * kBlockN, limit0);
   else
-    softmax_scores<true, kSumP>(s, ks, qs, st, n * kBlockN, limit0);
+    softmax_scores<true, kSumP>(s, ks, cq, qs, st, n * kBlockN, limit0);
 }
 
 // O / l -> q/o dtype. With N == 68, l is O's column 128 (the wgmma's row sums), else this

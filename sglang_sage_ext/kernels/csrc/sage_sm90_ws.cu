@@ -1,4 +1,5 @@
-// Warp-specialized SageAttention extend kernel for Hopper (sm_90a), FP16 P.V.
+// Warp-specialized SageAttention extend kernel for Hopper (sm_90a), FP16 P.V, optionally with
+// Q smoothing (SAGE_Q_SMOOTH, see sage_sm90_common.cuh).
 //
 // Method: SageAttention (Zhang et al., ICLR 2025, arXiv:2410.02367): INT8 Q and K after
 // smoothing K, FP16 P.V with fp32 accumulation. Structure after FlashAttention-3 (Shah et al.,
@@ -55,7 +56,8 @@ constexpr int kOffQ = 0;
 constexpr int kOffK = kOffQ + kConsumers * kQTileBytes;
 constexpr int kOffV = kOffK + kStages * kKBytes;
 constexpr int kOffKs = kOffV + kStages * kVStageBytes;
-constexpr int kOffQs = kOffKs + kStages * kScaleBytes;
+constexpr int kOffCq = kOffKs + kStages * kScaleBytes;  // Q smoothing's c_j, per K stage
+constexpr int kOffQs = kOffCq + (kQSmooth ? kStages * kScaleBytes : 0);
 constexpr int kOffBar = kOffQs + kBlockM * 4;
 constexpr int kSmemBytes = 1024 + kOffBar + 4 * kStages * 8;  // + alignment slack
 
@@ -111,6 +113,7 @@ struct Work {
   long long q_start;
   const int8_t* k;    // this request's first K tile
   const float* ks;    // its first key scale
+  const float* cq;    // its first c_j (Q smoothing)
   const uint8_t* v;   // its first V^T block
 };
 
@@ -129,22 +132,25 @@ __device__ __forceinline__ bool find_work(const Params& p, Work& w) {
   const long long key0 = (long long)w.hk * p.n_pad + (long long)p.blk_indptr[w.b] * kKeyBlock;
   w.k = p.kq + key0 * kHeadDim;
   w.ks = p.ks + key0;
+  w.cq = kQSmooth ? p.cq + (long long)w.hq * p.n_pad + (long long)p.blk_indptr[w.b] * kKeyBlock : nullptr;
   w.v = reinterpret_cast<const uint8_t*>(p.vq) + key0 * kHeadDim * 2;  // 64-key blocks, fp16
   return true;
 }
 
-// The producer: one thread streams K tiles (with their scales), another V tiles, each as far
-// ahead as the stages allow; a stage is refilled once all eight consumer warps released it.
-__device__ __forceinline__ void produce(const Work& w, const Barriers& bars, uint32_t sk, uint32_t sv, uint32_t sks) {
+// The producer: one thread streams K tiles (with their scales and c_j), another V tiles, each as
+// far ahead as the stages allow; a stage is refilled once all eight consumer warps released it.
+__device__ __forceinline__ void produce(const Work& w, const Barriers& bars, uint32_t sk, uint32_t sv, uint32_t sks,
+                                        uint32_t scq) {
   const int warp = threadIdx.x >> 5;
   if ((threadIdx.x & 31) != 0 || warp > 1) return;
   for (int n = 0; n < w.n_tiles; ++n) {
     const int s = n % kStages, phase = (n / kStages) & 1;
     if (warp == 0) {
       mbar_wait(bars.empty_k(s), phase ^ 1);
-      mbar_expect_tx(bars.full_k(s), kKBytes + kScaleBytes);
+      mbar_expect_tx(bars.full_k(s), kKBytes + kScaleBytes * (kQSmooth ? 2 : 1));
       bulk_load(sk + s * kKBytes, w.k + (long long)n * kKBytes, kKBytes, bars.full_k(s));
       bulk_load(sks + s * kScaleBytes, w.ks + n * kBlockN, kScaleBytes, bars.full_k(s));
+      if constexpr (kQSmooth) bulk_load(scq + s * kScaleBytes, w.cq + n * kBlockN, kScaleBytes, bars.full_k(s));
     } else {
       mbar_wait(bars.empty_v(s), phase ^ 1);
       mbar_expect_tx(bars.full_v(s), kVBytes);
@@ -176,13 +182,13 @@ __device__ __forceinline__ void fill_ones_rows(uint8_t* smem) {
 // One consumer warpgroup (cw = 0 or 1): rows 64cw..64cw+63 of the CTA's query tile.
 template <typename InT>
 __device__ __forceinline__ void consume(const Params& p, const Work& w, const Barriers& bars, int cw,
-                                        uint8_t* smem, uint32_t sk, uint32_t sv, uint32_t sks) {
+                                        uint8_t* smem, uint32_t sk, uint32_t sv, uint32_t sks, uint32_t scq) {
   const int ctid = threadIdx.x - 128 * (cw + 1), warp = ctid >> 5, lane = ctid & 31;
   uint8_t* sq = smem + kOffQ + cw * kQTileBytes;
   float* sqs = reinterpret_cast<float*>(smem + kOffQs) + 64 * cw;
   const long long q_row0 = w.q_start + (long long)w.pid_m * kBlockM + 64 * cw;
   const int rows = min(64, w.ext_len - w.pid_m * kBlockM - 64 * cw);  // may be <= 0: no output
-  quantize_q<InT>(p, q_row0, rows, w.hq, sq, sqs, ctid);
+  quantize_q<InT>(p, q_row0, rows, w.b, w.hq, sq, sqs, ctid);
   fence_async_smem();
   named_sync(kQBarrier + cw, 128);
 
@@ -209,7 +215,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   named_arrive(other, 256);
   wgmma_wait<0>();
   fence_regs(s);
-  scores<false>(s, SmemKeyScales{sks}, qs, st, 0, n_full, limit0);
+  scores<false>(s, SmemKeyScales{sks}, SmemKeyScales{scq}, qs, st, 0, n_full, limit0);
   release(bars.empty_k(0));
   finish_tile<false>(s, o, o, pa, st);
 
@@ -229,7 +235,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
     named_arrive(other, 256);
     wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
     fence_regs(s);
-    scores<false>(s, scales, qs, st, n + 1, n_full, limit0);
+    scores<false>(s, scales, SmemKeyScales{scq + ks * kScaleBytes}, qs, st, n + 1, n_full, limit0);
     release(bars.empty_k(ks));
     wgmma_wait<0>();
     fence_regs(o);
@@ -256,7 +262,7 @@ __device__ __forceinline__ void attention(const Params& p) {
   const uint32_t raw = smem_addr(smem_raw);
   uint8_t* smem = smem_raw + ((1024 - (raw & 1023)) & 1023);
   const uint32_t base = smem_addr(smem);
-  const uint32_t sk = base + kOffK, sv = base + kOffV, sks = base + kOffKs;
+  const uint32_t sk = base + kOffK, sv = base + kOffV, sks = base + kOffKs, scq = base + kOffCq;
   const Barriers bars{base + kOffBar};
   Work w;
   if (!find_work(p, w)) return;  // uniform over the CTA
@@ -274,10 +280,10 @@ __device__ __forceinline__ void attention(const Params& p) {
   const int wg = threadIdx.x >> 7;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-    produce(w, bars, sk, sv, sks);
+    produce(w, bars, sk, sv, sks, scq);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-    consume<InT>(p, w, bars, wg - 1, smem, sk, sv, sks);
+    consume<InT>(p, w, bars, wg - 1, smem, sk, sv, sks, scq);
   }
 }
 
