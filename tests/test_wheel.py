@@ -46,8 +46,11 @@ def test_wheel_and_sdist_contents(dist):
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "sglang_sage_ext.pth" in names  # at the wheel root -> site-packages root
     assert "sglang_sage_ext/_bootstrap.py" in names
-    for src in ("sage_sm90.cu", "sage_sm90_ws.cu", "sage_sm90_common.cuh"):
-        assert f"sglang_sage_ext/kernels/csrc/{src}" in names  # built on the user's machine
+    csrc = Path(__file__).resolve().parents[1] / "sglang_sage_ext" / "kernels" / "csrc"
+    sources = sorted(p.name for p in csrc.iterdir() if p.suffix in (".cu", ".cuh"))
+    assert {"sage_sm90_ws.cu", "sage_sm90_common.cuh", "sage_sm90_wgmma.cuh"} <= set(sources)
+    for src in sources:  # every kernel source and header: built on the user's machine
+        assert f"sglang_sage_ext/kernels/csrc/{src}" in names, src
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheels[0]).read(entry_points).decode()
     assert (
