@@ -4,8 +4,9 @@ Families and shapes: bench/llm_like_inputs.py (queries with a per-channel bias a
 scale, keys with large shared offsets on 4 channels, values with 8x outlier channels, all three,
 and i.i.d. normal as control; prefill 2K and 16K, an 8K chunk over a 24K paged prefix, 16
 requests of 1K over 3K, a 4K prefill at head_dim 64). Every (family, shape) draws fresh inputs
-and runs both P·V modes with Q smoothing on and off. Numbers go to
-$SGLANG_SAGE_RESULTS_DIR/sage_llm_inputs_gpu.{json,md}.
+and runs both P·V modes with Q smoothing on and off, on the Triton kernel and, where it builds
+(sm90), on the Hopper CUDA kernel (head_dim 128; the head_dim-64 shape stays on Triton, as the
+backend routes it). Numbers go to $SGLANG_SAGE_RESULTS_DIR/sage_llm_inputs_gpu_<kernel>.{json,md}.
 
 What is asserted:
 * the issue's goal, median rel-L2 <= 1.0e-2 per LLM-like family with FP16 P·V and Q smoothing,
@@ -45,26 +46,39 @@ FP8_MEDIAN_MAX = 4.5e-2
 SMOOTH_GAIN_MIN = 0.2
 
 
-def measure() -> list[dict]:
+def kernels_here() -> list[str]:
+    """The paged kernels to measure: Triton, and the Hopper CUDA kernel where it builds."""
+    if DEVICE != "cuda" or not torch.cuda.is_available():
+        return ["triton"]
+    from sglang_sage_ext.kernels import sage_sm90
+
+    return ["triton"] + (["sm90"] if sage_sm90.problem(torch.device("cuda"), 128) is None else [])
+
+
+def measure(kernel: str = "triton") -> list[dict]:
     """rel-L2 of every (shape, family, P·V mode, Q smoothing), fresh inputs per (shape, family)."""
     rows = []
     t0 = time.time()
     for i, shape in enumerate(SHAPES):
+        here = kernel if shape.d == 128 else "triton"  # the CUDA kernel is built for D=128
         for j, family in enumerate(llm.FAMILIES):
             seed = SEED + 100 * i + j
             batch = llm.make_batch(family, shape, seed, device=DEVICE, pad_rows=PAD_ROWS)
             ref = llm.reference(batch)
-            rows += [llm.score_row(batch, family, ref, pv, qs) for pv, qs in llm.MODES]
+            rows += [
+                dict(llm.score_row(batch, family, ref, pv, qs, kernel=here), kernel=here)
+                for pv, qs in llm.MODES
+            ]
             del batch, ref
             if DEVICE == "cuda":
                 torch.cuda.empty_cache()
-    _report(rows, time.time() - t0)
+    _report(rows, kernel, time.time() - t0)
     return rows
 
 
-@pytest.fixture(scope="module")
-def measured() -> list[dict]:
-    return measure()
+@pytest.fixture(scope="module", params=kernels_here())
+def measured(request) -> list[dict]:
+    return measure(request.param)
 
 
 def _median(rows: list[dict], family: str, pv_mode: str, q_smooth: str) -> float:
@@ -75,17 +89,18 @@ def _median(rows: list[dict], family: str, pv_mode: str, q_smooth: str) -> float
     )
 
 
-def _report(rows: list[dict], elapsed: float) -> None:
+def _report(rows: list[dict], kernel: str, elapsed: float) -> None:
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     lines = [
-        f"# Paged Sage kernel on LLM-like inputs vs float64 ({device}, {elapsed:.0f} s)",
+        f"# Paged Sage kernel ({kernel}) on LLM-like inputs vs float64 ({device}, {elapsed:.0f} s)",
         "",
         "rel-L2 per shape; last rows: median over the shapes.",
         "",
         *llm.rel_l2_table(rows, [s.name for s in SHAPES]),
     ]
-    write_json("sage_llm_inputs_gpu.json", {"device": device, "elapsed_s": elapsed, "rows": rows})
-    write_text("sage_llm_inputs_gpu.md", "\n".join(lines) + "\n")
+    result = {"device": device, "kernel": kernel, "elapsed_s": elapsed, "rows": rows}
+    write_json(f"sage_llm_inputs_gpu_{kernel}.json", result)
+    write_text(f"sage_llm_inputs_gpu_{kernel}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
