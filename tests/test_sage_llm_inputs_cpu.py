@@ -116,7 +116,7 @@ def test_q_smooth_argument_is_checked():
     assert resolve_q_smooth("auto", pv_fp8=True) is False
     assert resolve_q_smooth("on", pv_fp8=True) is True
     assert resolve_q_smooth("off", pv_fp8=False) is False
-    # the Hopper CUDA kernel: "auto" keeps its speed (10-20 % lost with smoothing), "on" smooths
+    # the Hopper CUDA kernel: "auto" keeps its speed (9-20 % lost with smoothing), "on" smooths
     assert resolve_q_smooth("auto", pv_fp8=False, kernel="sm90") is False
     assert resolve_q_smooth("on", pv_fp8=False, kernel="sm90") is True
     with pytest.raises(ValueError, match="q_smooth"):

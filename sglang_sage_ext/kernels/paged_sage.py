@@ -86,7 +86,7 @@ def resolve_q_smooth(q_smooth: str, pv_fp8: bool, kernel: str = "triton") -> boo
     1.5e-2..1.9e-2 to 1.05e-2..1.37e-2 rel-L2 (bench/llm_accuracy.py, either kernel, H100). In
     the Triton kernel that costs one FADD per score and one per-key vector load per key tile
     (+15 % of the loop's instructions). The CUDA kernel, issue-bound in its softmax, loses
-    10-20 % of its speed at 8K-32K (bench/results/sm90-smooth-h100-2026-11-28), which the cost
+    9-20 % of its speed at 8K-32K (bench/results/sm90-smooth-h100-2026-11-28), which the cost
     table was not calibrated for, so "auto" keeps it off there. With FP8 P·V, e4m3's ~3.4e-2
     dominates and smoothing gains ~5 % of it, so the speed mode keeps the shorter loop.
     """
