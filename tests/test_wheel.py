@@ -31,8 +31,9 @@ def dist(tmp_path_factory) -> Path:
 
 
 # bytes; raw logs, tarballs and big data stay in git (pyproject.toml). 318 KB on 2026-11-27
-# with the Hopper CUDA kernel's source and its tests; a raw device log would add megabytes.
-SDIST_LIMIT = 350_000
+# with the Hopper CUDA kernel's source and its tests, 353 KB on 2026-11-28 (Q smoothing in that
+# kernel, its tests, results READMEs); a raw device log would add megabytes.
+SDIST_LIMIT = 420_000
 
 
 def test_wheel_and_sdist_contents(dist):
