@@ -148,9 +148,9 @@ def _extend_route(report: Report) -> None:
 
     problem = kernels.paged_kernel_problem()
     mode = fallback.paged_kernel_mode()
-    pv = kernels.paged_pv_mode()
-    kernel = kernels.kernel_choice_here(pv, kernels.paged_q_smooth())[0]
-    text = kernels.extend_route_summary(mode, problem, pv, kernels.paged_q_smooth(), kernel)
+    pv, q_smooth = kernels.paged_pv_mode(), kernels.paged_q_smooth()
+    kernel = kernels.kernel_choice_here(pv, q_smooth)[0]
+    text = kernels.extend_route_summary(mode, problem, pv, q_smooth, kernel)
     if problem and mode != "off":
         report.add("extend under sage_attn", text, DEGRADED, problem)
     else:

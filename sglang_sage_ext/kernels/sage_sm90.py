@@ -71,8 +71,10 @@ ONE_WG_FP8 = Spec(SOURCE, b"sage_sm90_fwd", 128, 64, True, False,
 ONE_WG_FP16 = dataclasses.replace(ONE_WG_FP8, pv_fp8=False)
 
 
+@functools.cache
 def spec_for(pv_fp8: bool, q_smooth: bool = False) -> Spec:
-    """The kernel that runs a P·V mode, with or without Q smoothing."""
+    """The kernel that runs a P·V mode, with or without Q smoothing (one object per mode: every
+    layer call asks, and `_load` keys its cache by it)."""
     spec = ONE_WG_FP8 if pv_fp8 else WS_FP16
     return dataclasses.replace(spec, q_smooth=True) if q_smooth else spec
 
