@@ -26,7 +26,7 @@ def doctor(as_json: bool, no_spawn: bool) -> None:
     """Check that `--attention-backend sage_attn` works here, and say how to fix what does not.
 
     Exit code 0: ready; 1: accepted, but Sage cannot run (no CUDA, old GPU, no
-    sageattention, SGLANG_SAGE_FORCE_FALLBACK), so every batch uses the exact Triton kernel;
+    sageattention, SGLANG_SAGE_FORCE_FALLBACK), so every batch runs on the native backend;
     2: sage_attn is unusable or not usable as configured (SGLang does not import, a patch
     failed, an SGLANG_SAGE_* variable is unknown or invalid).
     """

@@ -37,7 +37,9 @@ BOUNDS = {  # pv_mode -> (median rel-L2 per family, worst rel-L2, min cosine)
     "fp16": (1.0e-2, 3.0e-2, 0.999),
     "fp8": (4.5e-2, 6.0e-2, 0.998),
     "sm90": (1.0e-2, 3.0e-2, 0.999),  # the Hopper CUDA kernel (FP16 P·V), head_dim 128 cases
+    "sm90_smooth": (1.0e-2, 3.0e-2, 0.999),  # its SAGE_Q_SMOOTH build (SGLANG_SAGE_Q_SMOOTH=on)
 }
+CUDA_MODES = {"sm90": "off", "sm90_smooth": "on"}  # pv_mode -> q_smooth of the CUDA kernel
 FAMILIES = ("prefill", "chunk_over_prefix", "decode_like", "mixed", "large", "k_outliers")
 
 
@@ -132,12 +134,12 @@ def _reference(q, k, v, kb, vb, qo, kvp, kvi, sm_scale, rows_per_chunk=1024):
 
 
 def _modes() -> list[str]:
-    """Triton FP16 and FP8 P·V everywhere; the Hopper CUDA kernel too where it runs."""
+    """Triton FP16 and FP8 P·V everywhere; both Hopper CUDA builds too where they run."""
     from sglang_sage_ext.kernels import sage_sm90
 
     if DEVICE != "cuda" or sage_sm90.problem(torch.device("cuda"), 128) is not None:
         return ["fp16", "fp8"]
-    return ["fp16", "fp8", "sm90"]
+    return ["fp16", "fp8", *CUDA_MODES]
 
 
 @pytest.fixture(scope="module")
@@ -152,21 +154,22 @@ def measured() -> list[dict]:
     for i in range(N_CASES):
         family = FAMILIES[i % len(FAMILIES)]
         if family == "large" and i % (6 * len(FAMILIES)) != len(FAMILIES) - 2:
-            family = "mixed"  # ~1 in 6 'large' slots: keeps the run well under 2 minutes
+            family = "mixed"  # ~1 in 6 "large" slots: ~4 min for 4 kernels (H200)
         spec = _draw(rng, family)
         q, k, v, kb, vb, qo, kvp, kvi = _inputs(spec, gen)
         sm_scale = 1.0 / math.sqrt(spec["d"])
         ref = _reference(q, k, v, kb, vb, qo, kvp, kvi, sm_scale)
         n = sum(spec["ext"])
         for pv_mode in modes:
-            if pv_mode == "sm90" and spec["d"] != 128:
+            kernel = "sm90" if pv_mode in CUDA_MODES else "triton"
+            if kernel == "sm90" and spec["d"] != 128:
                 continue
-            kernel = "sm90" if pv_mode == "sm90" else "triton"
             o = torch.full((q.shape[0], spec["hq"], spec["d"]), float("nan"), dtype=q.dtype)
             o = o.to(DEVICE)
             sage_extend_attention(
                 q, k, v, o, kb, vb, qo, kvp, kvi, max(spec["ext"]), sm_scale,
                 pv_mode="fp16" if kernel == "sm90" else pv_mode, kernel=kernel,
+                q_smooth=CUDA_MODES.get(pv_mode, "auto"),
             )  # fmt: skip
             out = o[:n].double()
             diff = out - ref[:n]

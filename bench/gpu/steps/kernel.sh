@@ -2,9 +2,9 @@
 # bench/kernel_bench.py (speed, accuracy at 2K, regs/spills/smem per config) + 1000-case kernel accuracy
 # 1. tests/gpu/test_sage_extend_kernel_gpu.py (>= 1000 random cases vs float64)
 # 2. bench/kernel_bench.py: the Sage extend kernels vs cuDNN / flash / SGLang Triton
-# The working tree goes first on PYTHONPATH (kernel_step_env). H100, ~1.5 min.
+# The working tree goes first on PYTHONPATH (kernel_step_env). H100/H200, ~4 min (1000 cases x 4 kernels).
 # Back: results/{sage_extend_gpu,kernel_bench}.{json,md}.
-# Env: TEST_BUDGET_S (150), KBENCH_BUDGET_S (300).
+# Env: TEST_BUDGET_S (300), KBENCH_BUDGET_S (240; 0 skips the bench).
 OUT=${OUT:-/tmp/gpu_out/kernel}
 mkdir -p "$OUT/results"
 LOG_NAME=kernel.log
@@ -15,12 +15,14 @@ python3 -c "import torch, triton, sglang_sage_ext.kernels.paged_sage as m; \
 print('torch', torch.__version__, 'triton', triton.__version__, 'kernel from', m.__file__)"
 
 step "GPU correctness (tests/gpu/test_sage_extend_kernel_gpu.py)"
-gpu_pytest "${TEST_BUDGET_S:-150}" tests/gpu/test_sage_extend_kernel_gpu.py
+gpu_pytest "${TEST_BUDGET_S:-300}" tests/gpu/test_sage_extend_kernel_gpu.py
 echo "[kernel] pytest rc=$?"
 
-step "kernel bench"
-timeout "${KBENCH_BUDGET_S:-300}" python3 bench/kernel_bench.py --out "$OUT/results"
-echo "[kernel] bench rc=$?"
+if [ "${KBENCH_BUDGET_S:-240}" -gt 0 ]; then
+  step "kernel bench"
+  timeout "${KBENCH_BUDGET_S:-240}" python3 bench/kernel_bench.py --out "$OUT/results"
+  echo "[kernel] bench rc=$?"
+fi
 
 step "summary"
 for f in sage_extend_gpu kernel_bench; do

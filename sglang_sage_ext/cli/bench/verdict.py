@@ -1,7 +1,7 @@
 """Did the sage_attn side really run Sage, and is this a measurement or a smoke test?
 
 A sage_attn server that fell back on every batch (no CUDA, an old GPU, no sageattention)
-compares the exact Triton kernel with itself: its deltas look confident and mean nothing. Such
+compares a native backend with the baseline: its deltas look confident and mean nothing. Such
 a run fails (exit 4) unless the user passes --allow-no-sage. Runs on CPU or under Triton's
 interpreter get a caveat line: the SGLang Triton reference is known to be wrong there, so the
 deltas are a smoke test of the mechanics, not a measurement.
@@ -36,12 +36,12 @@ def no_sage_problem(stats: Mapping[str, Any] | None) -> str | None:
     fallback = stats.get("fallback_calls") or {}
     if fallback:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(fallback.items()))
-        how = f"every extend call fell back to the exact Triton kernel ({reasons})"
+        how = f"every extend call fell back to the native backend ({reasons})"
     else:
         how = "no Sage call was recorded (is sglang-sage-ext installed in the server's Python?)"
     return (
-        f"the sage_attn server never ran Sage: {how}; the comparison is Triton against "
-        "the baseline. Run `sglang-sage doctor` on the server machine, or pass "
+        f"the sage_attn server never ran Sage: {how}; the comparison is that native "
+        "backend against the baseline. Run `sglang-sage doctor` on the server machine, or pass "
         "--allow-no-sage for a smoke test"
     )
 
