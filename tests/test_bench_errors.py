@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sglang_sage_ext.cli.bench import runner, servers
 from sglang_sage_ext.cli.main import main
+from tests._subproc import write_tree
 
 
 def _invoke(args, out):
@@ -99,3 +101,36 @@ def test_model_path_problem_cases(tmp_path):
     assert servers.model_path_problem(str(tmp_path)) is None
     assert "does not exist" in servers.model_path_problem("./nope/model")
     assert servers.model_path_problem("org/name") is None or os.environ.get("HF_HUB_OFFLINE")
+
+
+@pytest.mark.parametrize(
+    ("case", "fix"),
+    [
+        ("missing_wrapt", "not --no-deps"),
+        ("disabled", "unset SGLANG_SAGE_EXT_DISABLE"),
+    ],
+)
+def test_sage_attn_not_registered_names_the_cause(tiny_model_dir, tmp_path, case, fix):
+    """A fresh interpreter whose bootstrap could not install the hooks (a dependency missing,
+    as after `pip install --no-deps`; or switched off): one line with the cause and the fix,
+    exit 1, not SGLang's bare list of backends."""
+    env = dict(os.environ)
+    if case == "missing_wrapt":
+        stub = write_tree(
+            tmp_path / "stub",
+            {"wrapt/__init__.py": "raise ModuleNotFoundError(\"No module named 'wrapt'\")\n"},
+        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub), env.get("PYTHONPATH")]))
+    else:
+        env["SGLANG_SAGE_EXT_DISABLE"] = "1"
+    code = "from sglang_sage_ext.cli.main import main; main()"
+    args = ["bench", "mmlu", "--model-path", str(tiny_model_dir), "-o", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "does not accept --attention-backend sage_attn" in output, output
+    assert fix in output and "Traceback" not in output, output
+    if case == "missing_wrapt":
+        assert "No module named 'wrapt'" in output, output

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from sglang_sage_ext import _bootstrap
 from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
 from sglang_sage_ext.cli.bench import client, lifecycle, preflight, server_args, servers, ui
 
@@ -136,15 +137,35 @@ def validate(opts: ServerOptions) -> None:
     choices = servers.backend_choices()
     if choices is not None:
         for _, backend, _, _ in needs_launch:
+            if backend == SAGE_BACKEND and backend not in choices:
+                raise BenchError(sage_not_registered())
             if backend not in choices:
                 raise click.BadParameter(
                     f"unknown attention backend {backend!r}; this SGLang accepts: "
                     + ", ".join(choices),
-                    param_hint="--baseline" if backend != SAGE_BACKEND else None,
+                    param_hint="--baseline",
                 )
     for role, _, _, port in needs_launch:
         if port is not None and servers.port_in_use(port):
             raise BenchError(f"port {port} (--{role}-port) is already in use on 127.0.0.1")
+
+
+def sage_not_registered() -> str:
+    """Why SGLang does not list sage_attn: the bootstrap's own account (a missing dependency
+    such as wrapt, SGLANG_SAGE_EXT_DISABLE, an editable install without the .pth)."""
+    state = _bootstrap.state.get("bootstrap", "not run")
+    if state.startswith("failed"):
+        fix = (
+            "install the package with its dependencies (pip install sglang-sage-ext, not --no-deps)"
+        )
+    elif state.startswith("disabled"):
+        fix = f"unset {_bootstrap.DISABLE_ENV}"
+    else:
+        fix = "reinstall the package as a wheel (not -e), so that its .pth runs"
+    return (
+        f"this SGLang does not accept --attention-backend sage_attn: the extension's hooks did "
+        f"not install (bootstrap: {state}); {fix}; `sglang-sage doctor` checks the rest"
+    )
 
 
 def _launch(opts: ServerOptions, kind: str, role: str, backend: str, port: int | None) -> Endpoint:
