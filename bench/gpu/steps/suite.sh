@@ -1,5 +1,5 @@
 #!/bin/bash
-# the GPU pytest suite (tests/gpu): env check, sglang-sage doctor, kernel accuracy, 5 real servers
+# the GPU pytest suite (tests/gpu): env check, sglang-sage doctor, kernel accuracy, 7 real servers
 # Steps: env_check.py -> tiny model ($MODELS/tiny-llama) -> `sglang-sage doctor` (doctor.txt;
 # exit 0/1/2 is recorded, not fatal) -> pytest -m gpu: tests/gpu/test_kernel_gpu.py, then
 # test_server_gpu.py, each under a time budget so the logs always come back. H100/H200, ~7-8 min.
