@@ -269,3 +269,56 @@ def test_perplexity_alignment_takes_the_tail_and_accepts_sglang_clipped_ids():
         aligned_logprobs(entries, [5, 6, 7, 8, 9], "w")
     with pytest.raises(ClientError, match="no logprob"):
         aligned_logprobs([[None, 1, None], [None, 2, None]], [2], "w")
+
+
+def _sse_server(events: list[bytes]):
+    """A real HTTP server on 127.0.0.1 whose /generate streams `events` (server-sent events)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(event + b"\n\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _event(tokens: int) -> bytes:
+    return b'data: {"text": "x", "meta_info": {"completion_tokens": %d}}' % tokens
+
+
+@pytest.mark.parametrize(
+    ("events", "output_len", "itl_count", "error"),
+    [
+        # 1 token, then a chunk of 2, a repeat of 3 (no new token), 4: ITL per new token
+        ([_event(1), _event(3), _event(3), _event(4), b"data: [DONE]"], 4, 3, ""),
+        ([b"data: [DONE]"], 0, 0, "stream ended without tokens"),
+        ([_event(1), b"data: [1, 2]"], 0, 0, "stream chunk is not a JSON object: [1, 2]"),
+        ([_event(1), b'data: {"error": "boom"}'], 0, 0, "ClientError: boom"),
+    ],
+)
+def test_stream_generate_against_a_real_http_stream(events, output_len, itl_count, error):
+    from sglang_sage_ext.cli.bench import client
+
+    server = _sse_server(events)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = client.stream_generate(url, [1, 2, 3], output_len=4, timeout=30)
+    finally:
+        server.shutdown()
+    assert result.input_len == 3
+    assert result.success is (not error), result.error
+    assert error in result.error
+    if not error:
+        assert result.output_len == output_len and len(result.itl) == itl_count
+        assert 0 < result.ttft <= result.latency

@@ -82,34 +82,11 @@ def make_tiny_llama(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hidden = hidden_size or num_heads * head_dim
-
-    tok = _train_tokenizer(vocab_size)
-    assert tok.get_vocab_size() <= vocab_size
-    tok.save(str(out / "tokenizer.json"))
-    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "model_max_length": max_position_embeddings,
-                "add_bos_token": False,
-                "add_eos_token": False,
-                "clean_up_tokenization_spaces": False,
-                **special,
-            },
-            indent=2,
-        )
-    )
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-
-    ids = {
-        name: tok.token_to_id(t) for name, t in (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"))
-    }
+    ids = _write_tokenizer(out, vocab_size, max_position_embeddings)
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": hidden,
+        "hidden_size": hidden_size or num_heads * head_dim,
         "intermediate_size": intermediate_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
@@ -138,6 +115,32 @@ def make_tiny_llama(
     if weights:
         _write_weights(out, config, seed)
     return out
+
+
+def _write_tokenizer(out: Path, vocab_size: int, max_length: int) -> dict[str, int]:
+    """A byte-level BPE tokenizer trained on the spot, with its HF config files; returns the
+    ids of <s>, </s> and <pad>."""
+    tok = _train_tokenizer(vocab_size)
+    assert tok.get_vocab_size() <= vocab_size
+    tok.save(str(out / "tokenizer.json"))
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "model_max_length": max_length,
+                "add_bos_token": False,
+                "add_eos_token": False,
+                "clean_up_tokenization_spaces": False,
+                **special,
+            },
+            indent=2,
+        )
+    )
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    return {
+        name: tok.token_to_id(t) for name, t in (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"))
+    }
 
 
 def _write_weights(out: Path, cfg: dict, seed: int) -> None:

@@ -85,6 +85,47 @@ def logits(**kw: Any) -> None:
     )
 
 
+def _served_tokenizer(base_url: str) -> str | None:
+    """The tokenizer (or model) path an attached server reports."""
+    from sglang_sage_ext.cli.bench import client
+
+    info = client.model_info(base_url)
+    return info.get("tokenizer_path") or info.get("model_path")
+
+
+def _tokenized(text: str, source: str, tokenizer: str, max_tokens: int) -> dict[str, Any]:
+    """The first `max_tokens` ids of `text` (BenchError when fewer than 2)."""
+    from sglang_sage_ext.cli.bench import perplexity as pp
+
+    try:
+        ids, bos = pp.tokenize(text, tokenizer)
+    except pp.TextError as exc:
+        raise BenchError(str(exc)) from None
+    ids = ids[:max_tokens]
+    if len(ids) < 2:
+        raise BenchError(f"{source}: fewer than 2 tokens to score")
+    return {"ids": ids, "bos": bos, "tokenizer": tokenizer}
+
+
+def _perplexity_table(
+    results: dict[str, Any], comparison: dict[str, Any], baseline: str, title: str
+) -> None:
+    from sglang_sage_ext.cli.bench import metrics
+
+    s, b = results["sage"], results["baseline"]
+    rel = metrics.relative_change(s["perplexity"], b["perplexity"])
+    ui.table(
+        f"perplexity ({s['tokens']} tokens, {title})",
+        ["metric", "sage_attn", baseline, "change"],
+        [
+            ["perplexity", s["perplexity"], b["perplexity"], ui.pct(rel)],
+            ["mean NLL", s["nll_mean"], b["nll_mean"], ""],
+            ["mean |Δ logprob|", comparison["mean_abs_logprob_diff"], "", ""],
+            ["max |Δ logprob|", comparison["max_abs_logprob_diff"], "", ""],
+        ],
+    )
+
+
 @click.command()
 @click.option("--text-file", type=click.Path(dir_okay=False), help="Plain text to score.")
 @click.option("--hf-dataset", help="NAME[:CONFIG[:SPLIT]], e.g. wikitext:wikitext-2-raw-v1:test.")
@@ -97,7 +138,7 @@ def logits(**kw: Any) -> None:
 @common.guarded()
 def perplexity(**kw: Any) -> None:
     """Token-level perplexity over sliding windows, both backends, delta in %."""
-    from sglang_sage_ext.cli.bench import client, metrics
+    from sglang_sage_ext.cli.bench import metrics
     from sglang_sage_ext.cli.bench import perplexity as pp
 
     limits = thresholds.parse_fail_if(kw["fail_if"], pp.GATES)
@@ -116,19 +157,11 @@ def perplexity(**kw: Any) -> None:
 
     def workload(ep: Endpoint) -> dict[str, Any]:
         if "ids" not in state:
-            tokenizer = kw["tokenizer"] or opts.model_path
-            if not tokenizer:
-                info = client.model_info(ep.base_url)
-                tokenizer = info.get("tokenizer_path") or info.get("model_path")
-            try:
-                ids, bos = pp.tokenize(text, str(tokenizer))
-            except pp.TextError as exc:
-                raise BenchError(str(exc)) from None
-            ids = ids[: kw["max_tokens"]]
-            if len(ids) < 2:
-                raise BenchError(f"{source}: fewer than 2 tokens to score")
-            state.update(ids=ids, bos=bos, tokenizer=str(tokenizer))
-            state["windows"] = metrics.sliding_windows(len(ids), kw["context_length"], stride)
+            tokenizer = kw["tokenizer"] or opts.model_path or _served_tokenizer(ep.base_url)
+            state.update(_tokenized(text, source, str(tokenizer), kw["max_tokens"]))
+            state["windows"] = metrics.sliding_windows(
+                len(state["ids"]), kw["context_length"], stride
+            )
         windows = state["windows"]
         with ui.progress() as bar:
             advance = common.advance_bar(bar, f"perplexity {ep.backend}", len(windows))
@@ -155,17 +188,7 @@ def perplexity(**kw: Any) -> None:
     doc.update(run)
     doc["comparison"] = comparison
     if not kw["as_json"]:
-        s, b = run["results"]["sage"], run["results"]["baseline"]
-        rel = metrics.relative_change(s["perplexity"], b["perplexity"])
-        ui.table(
-            f"perplexity ({s['tokens']} tokens, window {kw['context_length']}, stride {stride})",
-            ["metric", "sage_attn", opts.baseline, "change"],
-            [
-                ["perplexity", s["perplexity"], b["perplexity"], ui.pct(rel)],
-                ["mean NLL", s["nll_mean"], b["nll_mean"], ""],
-                ["mean |Δ logprob|", comparison["mean_abs_logprob_diff"], "", ""],
-                ["max |Δ logprob|", comparison["max_abs_logprob_diff"], "", ""],
-            ],
-        )
+        title = f"window {kw['context_length']}, stride {stride}"
+        _perplexity_table(run["results"], comparison, opts.baseline, title)
     gate = {"ppl_increase_pct": comparison["ppl_increase_pct"]}
     common.finish(doc, "perplexity", kw, gate, limits, "no token scored on both servers")

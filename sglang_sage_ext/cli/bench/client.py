@@ -13,7 +13,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,15 +181,8 @@ def stream_generate(
     time to the last chunk.
     """
     result = StreamResult(input_len=len(input_ids))
-    payload = {
-        "input_ids": list(input_ids),
-        "sampling_params": {
-            "temperature": 0.0,
-            "max_new_tokens": output_len,
-            "ignore_eos": True,
-        },
-        "stream": True,
-    }
+    sampling = {"temperature": 0.0, "max_new_tokens": output_len, "ignore_eos": True}
+    payload = {"input_ids": list(input_ids), "sampling_params": sampling, "stream": True}
     req = urllib.request.Request(
         base_url.rstrip("/") + "/generate",
         data=json.dumps(payload).encode(),
@@ -201,20 +194,7 @@ def stream_generate(
     last_len = 0
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
-            for raw in response:
-                line = raw.strip()
-                if not line:
-                    continue
-                data = line[6:] if line.startswith(b"data: ") else line
-                latency = time.perf_counter() - start
-                if data == b"[DONE]":
-                    continue
-                chunk = json.loads(data)
-                if not isinstance(chunk, dict):
-                    shown = one_line(data.decode(errors="replace"), 100)
-                    raise ClientError(f"stream chunk is not a JSON object: {shown}")
-                if chunk.get("error"):
-                    raise ClientError(str(chunk["error"]))
+            for chunk, latency in _stream_chunks(response, start):
                 n = int((chunk.get("meta_info") or {}).get("completion_tokens", last_len))
                 if n <= last_len and result.ttft:
                     continue
@@ -243,3 +223,24 @@ def stream_generate(
     ) as exc:
         result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"
     return result
+
+
+def _stream_chunks(response: Any, start: float) -> Iterator[tuple[dict[str, Any], float]]:
+    """The server-sent events of a streaming /generate as (JSON object, seconds since start);
+    ClientError for a chunk that is not an object or that carries an error."""
+    for raw in response:
+        line = raw.strip()
+        if not line:
+            continue
+        data = line[6:] if line.startswith(b"data: ") else line
+        latency = time.perf_counter() - start
+        if data == b"[DONE]":
+            continue
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ClientError(
+                f"stream chunk is not a JSON object: {one_line(data.decode(errors='replace'), 100)}"
+            )
+        if chunk.get("error"):
+            raise ClientError(str(chunk["error"]))
+        yield chunk, latency

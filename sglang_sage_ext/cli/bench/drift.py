@@ -202,6 +202,25 @@ def run(
         for n in context_lengths
         for p in prompts.random_prompts(prompts_per_length, n, vocab, seed=seed * 13 + n)
     ]
+    finals = _both_passes(model, recorder, batch, device, progress)
+    if recorder.calls == 0:
+        raise RuntimeError(
+            "the registered attention function was never called: this transformers release "
+            "or model class does not dispatch attention through AttentionInterface"
+        )
+    return {
+        "device": str(torch.cuda.get_device_name(0)) if device == "cuda" else device,
+        "layers": _layer_summary(recorder.records),
+        "final": _final_summary(finals),
+        "per_prompt": finals,
+    }
+
+
+def _both_passes(model, recorder, batch, device: str, progress: Any) -> list[dict[str, Any]]:
+    """Per prompt: the exact pass (recording each layer's Sage drift), then the all-Sage pass;
+    the final hidden states and logits of the two compared."""
+    import torch
+
     task = (
         progress.add_task("drift (2 passes per prompt)", total=2 * len(batch)) if progress else None
     )
@@ -210,27 +229,25 @@ def run(
     with torch.inference_mode():
         for n, ids in batch:
             x = torch.tensor([ids], device=device)
-            recorder.mode = "compare"
-            h_exact = decoder(input_ids=x).last_hidden_state[0]
-            if progress:
-                progress.advance(task)
-            recorder.mode = "sage"
-            h_sage = decoder(input_ids=x).last_hidden_state[0]
-            if progress:
-                progress.advance(task)
+            hidden = {}
+            for mode in ("compare", "sage"):
+                recorder.mode = mode
+                hidden[mode] = decoder(input_ids=x).last_hidden_state[0]
+                if progress:
+                    progress.advance(task)
             finals.append(
                 {
                     "context_length": n,
-                    "hidden": compare_tensors(h_exact, h_sage),
-                    "logits": _logit_drift(model, h_exact, h_sage),
+                    "hidden": compare_tensors(hidden["compare"], hidden["sage"]),
+                    "logits": _logit_drift(model, hidden["compare"], hidden["sage"]),
                 }
             )
-    if recorder.calls == 0:
-        raise RuntimeError(
-            "the registered attention function was never called: this transformers release "
-            "or model class does not dispatch attention through AttentionInterface"
-        )
-    layers = [
+    return finals
+
+
+def _layer_summary(records: dict[int, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """Per layer, the worst (and mean) drift over the prompts."""
+    return [
         {
             "layer": layer,
             "rel_l2": max(r["rel_l2"] for r in recs),
@@ -238,13 +255,17 @@ def run(
             "max_abs": max(r["max_abs"] for r in recs),
             "cosine": min(r["cosine"] for r in recs),
         }
-        for layer, recs in sorted(recorder.records.items())
+        for layer, recs in sorted(records.items())
     ]
+
+
+def _final_summary(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model's output drift, worst over the prompts (KL: the mean)."""
 
     def worst(part: str, key: str, pick: Callable) -> float:
         return pick(f[part][key] for f in finals)
 
-    final = {
+    return {
         "hidden": {
             "rel_l2": worst("hidden", "rel_l2", max),
             "max_abs": worst("hidden", "max_abs", max),
@@ -257,12 +278,6 @@ def run(
             "kl_mean": sum(f["logits"]["kl_mean"] for f in finals) / len(finals),
             "top1_agreement": worst("logits", "top1_agreement", min),
         },
-    }
-    return {
-        "device": str(torch.cuda.get_device_name(0)) if device == "cuda" else device,
-        "layers": layers,
-        "final": final,
-        "per_prompt": finals,
     }
 
 

@@ -181,71 +181,80 @@ def _images_for(kind: str) -> list[str]:
 
 
 def _section(kind: str, doc: dict[str, Any], baseline: str) -> str:
-    if kind == "throughput":
-        from sglang_sage_ext.cli.bench import throughput
+    """The markdown table(s) of one result file; "" for a kind without one."""
+    render = _SECTIONS.get(kind)
+    return render(doc, baseline) if render else ""
 
-        rows = throughput.comparison_rows(doc["comparison"], pct)
-        text = _md_table(["grid point", "metric", "sage_attn", baseline, "change"], rows)
-        mem = [
-            [
-                role,
-                r["memory"].get("peak_server_mib"),
-                r["memory"].get("peak_device_mib"),
-                r["memory"].get("method"),
-            ]
-            for role, r in doc["results"].items()
+
+def _throughput_section(doc: dict[str, Any], baseline: str) -> str:
+    from sglang_sage_ext.cli.bench import throughput
+
+    rows = throughput.comparison_rows(doc["comparison"], pct)
+    text = _md_table(["grid point", "metric", "sage_attn", baseline, "change"], rows)
+    mem = [
+        [
+            role,
+            r["memory"].get("peak_server_mib"),
+            r["memory"].get("peak_device_mib"),
+            r["memory"].get("method"),
         ]
-        text += "\nPeak GPU memory (MiB):\n\n" + _md_table(
-            ["server", "server processes", "whole device", "measured with"], mem
-        )
-        return text
-    if kind == "mmlu":
-        comp = doc["comparison"]
-        rows = [[n, c["sage"], c["baseline"], c["delta"]] for n, c in comp["subjects"].items()]
-        res = doc["results"]
-        rows.append(
-            [
-                "**overall**",
-                res["sage"]["accuracy"],
-                res["baseline"]["accuracy"],
-                comp["accuracy_delta"],
-            ]
-        )
-        return _md_table(["subject", "sage_attn", baseline, "delta"], rows) + (
-            f"\nSame answer on {fmt(comp['answer_agreement'])} of the questions.\n"
-        )
-    if kind == "logits":
-        from sglang_sage_ext.cli.bench import logits
+        for role, r in doc["results"].items()
+    ]
+    return (
+        text
+        + "\nPeak GPU memory (MiB):\n\n"
+        + _md_table(["server", "server processes", "whole device", "measured with"], mem)
+    )
 
-        rows = [row[:-1] for row in logits.comparison_rows(doc["comparison"])]
-        return _md_table(
-            ["context", "positions", "KL mean", "KL max", "top-1", "max abs dlogprob", "same"],
-            rows,
-        )
-    if kind == "perplexity":
-        c = doc["comparison"]
-        return _md_table(
-            ["metric", "sage_attn", baseline, "change"],
-            [
-                [
-                    "perplexity",
-                    c["perplexity_sage"],
-                    c["perplexity_baseline"],
-                    "-" if c["ppl_increase_pct"] is None else f"{c['ppl_increase_pct']:+.3f}%",
-                ],
-                ["mean abs dlogprob", c["mean_abs_logprob_diff"], "", ""],
-            ],
-        )
-    if kind == "drift":
-        from sglang_sage_ext.cli.bench import drift
 
-        layer_rows, final_rows = drift.table_rows(doc)
-        text = _md_table(drift.LAYER_HEADER, layer_rows)
-        text += "\nSage in every layer vs exact attention:\n\n" + _md_table(
-            drift.FINAL_HEADER, final_rows
-        )
-        return text
-    return ""
+def _mmlu_section(doc: dict[str, Any], baseline: str) -> str:
+    comp, res = doc["comparison"], doc["results"]
+    rows = [[n, c["sage"], c["baseline"], c["delta"]] for n, c in comp["subjects"].items()]
+    overall = ["**overall**", res["sage"]["accuracy"], res["baseline"]["accuracy"]]
+    rows.append([*overall, comp["accuracy_delta"]])
+    return _md_table(["subject", "sage_attn", baseline, "delta"], rows) + (
+        f"\nSame answer on {fmt(comp['answer_agreement'])} of the questions.\n"
+    )
+
+
+def _logits_section(doc: dict[str, Any], baseline: str) -> str:
+    from sglang_sage_ext.cli.bench import logits
+
+    rows = [row[:-1] for row in logits.comparison_rows(doc["comparison"])]
+    header = ["context", "positions", "KL mean", "KL max", "top-1", "max abs dlogprob", "same"]
+    return _md_table(header, rows)
+
+
+def _perplexity_section(doc: dict[str, Any], baseline: str) -> str:
+    c = doc["comparison"]
+    change = "-" if c["ppl_increase_pct"] is None else f"{c['ppl_increase_pct']:+.3f}%"
+    return _md_table(
+        ["metric", "sage_attn", baseline, "change"],
+        [
+            ["perplexity", c["perplexity_sage"], c["perplexity_baseline"], change],
+            ["mean abs dlogprob", c["mean_abs_logprob_diff"], "", ""],
+        ],
+    )
+
+
+def _drift_section(doc: dict[str, Any], baseline: str) -> str:
+    from sglang_sage_ext.cli.bench import drift
+
+    layer_rows, final_rows = drift.table_rows(doc)
+    return (
+        _md_table(drift.LAYER_HEADER, layer_rows)
+        + "\nSage in every layer vs exact attention:\n\n"
+        + _md_table(drift.FINAL_HEADER, final_rows)
+    )
+
+
+_SECTIONS = {
+    "throughput": _throughput_section,
+    "mmlu": _mmlu_section,
+    "logits": _logits_section,
+    "perplexity": _perplexity_section,
+    "drift": _drift_section,
+}
 
 
 # ---------------------------------------------------------------- plots
