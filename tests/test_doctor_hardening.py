@@ -188,3 +188,14 @@ def test_every_check_runs_on_the_real_sglang_of_this_env():
 
     if not torch.cuda.is_available() and not os.environ.get("SGLANG_SAGE_CPU_INTERPRET"):
         assert "no CUDA GPU" in checks["routing under sage_attn"]["value"]
+
+
+def test_torchvision_fix_names_the_cpu_shims_on_a_cpu_torch():
+    """On CPU torch the mismatched torchvision is also what SGLANG_SAGE_CPU_SHIMS=1 works around
+    (the project's own CPU runs): the fix says so; on a CUDA torch it does not."""
+    from sglang_sage_ext.cli.import_check import torchvision_fix
+    from sglang_sage_ext.integration.compat import installed_version
+
+    fix = torchvision_fix()
+    cpu_torch = (installed_version("torch") or "").endswith("+cpu")
+    assert ("SGLANG_SAGE_CPU_SHIMS=1" in fix) is cpu_torch, fix

@@ -258,7 +258,7 @@ def run_demo(model_path: str | None, output_dir: Path, cost_model: str) -> None:
     show_default=True,
     help="SGLANG_SAGE_COST_MODEL of the sage_attn server (off: every eligible prefill on Sage).",
 )
-@common.guarded()
+@common.guarded(output_hint="-o/--output")
 def demo(model_path: str | None, output_dir: Path, cost_model: str) -> None:
     """sage_attn vs the native backend on a tiny model built here (or --model-path).
 

@@ -88,9 +88,14 @@ def torchvision_fix() -> str:
     installed = installed_version("torchvision") or ""
     # the right series but another build (e.g. a CUDA wheel next to a CPU torch): reinstall it
     force = "--force-reinstall " if series and installed.startswith(series + ".") else ""
+    shims = (
+        "; or, to run SGLang's CPU path as the project's tests do, SGLANG_SAGE_CPU_SHIMS=1"
+        if local == "cpu"
+        else ""
+    )
     return (
         f"reinstall the torchvision that matches your torch {torch_version}, e.g. "
-        f"pip install {force}'{pin}'{index}"
+        f"pip install {force}'{pin}'{index}{shims}"
     )
 
 

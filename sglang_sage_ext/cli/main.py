@@ -28,15 +28,19 @@ def doctor(as_json: bool, no_spawn: bool) -> None:
     Exit code 0: ready; 1: accepted, but Sage cannot run (no CUDA, old GPU, no
     sageattention, SGLANG_SAGE_FORCE_FALLBACK), so every batch runs on the native backend;
     2: sage_attn is unusable or not usable as configured (SGLang does not import, a patch
-    failed, an SGLANG_SAGE_* variable is unknown or invalid).
+    failed, an SGLANG_SAGE_* variable is unknown or invalid); 130: interrupted (Ctrl-C).
     """
     from sglang_sage_ext.cli import doctor as doctor_module
 
     # the report says everything the package would log; no duplicate lines on stderr
     logging.getLogger("sglang_sage_ext").addHandler(logging.NullHandler())
     quiet = doctor_module.stdout_to_stderr() if as_json else contextlib.nullcontext()
-    with quiet:
-        report = doctor_module.run(spawn_child=not no_spawn)
+    try:
+        with quiet:
+            report = doctor_module.run(spawn_child=not no_spawn)
+    except KeyboardInterrupt:  # not exit 1, which means "Sage cannot run here"
+        click.echo("doctor: interrupted", err=True)
+        raise SystemExit(130) from None
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

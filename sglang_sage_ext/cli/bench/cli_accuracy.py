@@ -59,7 +59,13 @@ def logits(**kw: Any) -> None:
         return {"requests": len(out), "positions": sum(len(s.tops) for s in out)}
 
     run = runner.run_both(opts, "logits", workload)
-    comparison = lg.compare_samples(samples["sage"], samples["baseline"])
+    try:
+        comparison = lg.compare_samples(samples["sage"], samples["baseline"])
+    except client.ClientError as exc:
+        raise BenchError(str(exc)) from None
+    if not comparison.get("all", {}).get("positions") and not limits:
+        # with --fail-if the gates fail on the missing values (exit 3); without, never exit 0
+        raise BenchError("no position had top logprobs on both servers: nothing was compared")
     doc = runner.header(
         "logits",
         opts,
@@ -145,6 +151,8 @@ def perplexity(**kw: Any) -> None:
     opts = common.server_opts(kw)
     if not kw["text_file"] and not kw["hf_dataset"]:
         raise click.UsageError("give --text-file FILE or --hf-dataset NAME[:CONFIG[:SPLIT]]")
+    if kw["text_file"] and kw["hf_dataset"]:
+        raise click.UsageError("give --text-file or --hf-dataset, not both")
     stride = kw["stride"] or max(1, kw["context_length"] // 2)
     if stride > kw["context_length"]:
         raise click.BadParameter("must be <= --context-length", param_hint="--stride")

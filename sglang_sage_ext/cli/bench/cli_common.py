@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,13 @@ from sglang_sage_ext.cli.bench import client, lifecycle, preflight, runner, thre
 from sglang_sage_ext.cli.bench.runner import BenchError, ServerOptions
 
 EXIT_INTERRUPTED = 130  # Ctrl-C; other stop signals exit with 128 + their number
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """click's FloatRange lets NaN through (every comparison with it is False)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -116,14 +124,15 @@ def server_options(func: Callable) -> Callable:
             click.option(
                 "--timeout",
                 "timeout_s",
-                type=click.FloatRange(min=0, min_open=True),
+                type=click.FloatRange(min=0, min_open=True, max=1e6),
+                callback=_finite,
                 default=900.0,
                 show_default=True,
                 help="Seconds a launched server may take to become healthy.",
             ),
             click.option(
                 "--sage-stats-dir",
-                type=click.Path(file_okay=False),
+                type=click.Path(exists=True, file_okay=False),
                 help="SGLANG_SAGE_STATS_DIR of an attached sage_attn server, to read its counts.",
             ),
             click.option(
@@ -171,7 +180,9 @@ def _internal_error(exc: BaseException, output_dir: Path | None) -> BenchError:
     )
 
 
-def guarded(create_output: bool = True) -> Callable[[Callable], Callable]:
+def guarded(
+    create_output: bool = True, output_hint: str = "-o/--output-dir"
+) -> Callable[[Callable], Callable]:
     """Wrap a subcommand: -o check first, stop signals, one-line errors (see module doc)."""
 
     def decorate(func: Callable) -> Callable:
@@ -179,7 +190,9 @@ def guarded(create_output: bool = True) -> Callable[[Callable], Callable]:
         def wrapper(**kw: Any) -> Any:
             with lifecycle.stop_signals_raise():
                 try:
-                    preflight.check_output_dir(kw["output_dir"], create=create_output)
+                    preflight.check_output_dir(
+                        kw["output_dir"], create=create_output, hint=output_hint
+                    )
                     return func(**kw)
                 except KeyboardInterrupt as exc:
                     signum = getattr(exc, "signum", 2)

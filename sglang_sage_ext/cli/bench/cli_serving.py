@@ -110,6 +110,11 @@ def mmlu(**kw: Any) -> None:
     questions = mm.select_questions(subjects, kw["num_questions"])
     if not questions:
         raise BenchError(f"--data-dir {kw['data_dir']}: no test questions in the selected subjects")
+    if kw["num_questions"] is not None and len(questions) < kw["num_questions"]:
+        ui.info(
+            f"[yellow]note:[/] --num-questions {kw['num_questions']}: the selected subjects "
+            f"have {len(questions)} test questions; all of them are asked"
+        )
     prompts = mm.build_prompts(subjects, questions, kw["ntrain"])
     preds: dict[str, list[str]] = {}
 

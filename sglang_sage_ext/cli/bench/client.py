@@ -10,10 +10,11 @@ fixed `max_new_tokens`, SSE lines `data: {...}` with cumulative `text` and
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +35,41 @@ def post_json(base_url: str, path: str, payload: Mapping[str, Any], timeout: flo
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raise ClientError(f"POST {path} -> HTTP {exc.code}: {_body(exc)}") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ClientError(f"POST {path}: the reply is not JSON ({exc})") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ClientError(f"POST {path} failed: {getattr(exc, 'reason', exc)}") from exc
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:
+    """`[fn(x) for x in items]`, `workers` at a time, in order, on daemon threads: on Ctrl-C the
+    main thread leaves at once (ThreadPoolExecutor would wait for every request in flight,
+    up to its timeout, at shutdown and again at interpreter exit)."""
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    next_index = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not errors:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)  # short joins keep the main thread responsive to signals
+    if errors:
+        raise errors[0]
+    return results
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -58,7 +90,7 @@ def get_json(base_url: str, path: str, timeout: float = 10.0) -> Any:
     try:
         with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=timeout) as r:
             return json.loads(r.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, RecursionError) as exc:
         raise ClientError(f"GET {base_url}{path} failed: {exc}") from exc
 
 
@@ -208,9 +240,13 @@ def stream_generate(
                 last_len = n
                 result.latency = latency
         result.output_len = last_len
-        result.success = last_len > 0
-        if not result.success:
+        # ignore_eos: a complete request returns exactly output_len tokens; fewer or more
+        # would make the throughput of the two backends incomparable
+        result.success = last_len == output_len
+        if not last_len:
             result.error = "stream ended without tokens"
+        elif not result.success:
+            result.error = f"the stream returned {last_len} of {output_len} tokens"
     except urllib.error.HTTPError as exc:
         result.error = f"HTTP {exc.code}: {_body(exc)}"
     except (
@@ -219,6 +255,8 @@ def stream_generate(
         ValueError,
         TypeError,
         AttributeError,
+        OverflowError,
+        RecursionError,
         ClientError,
     ) as exc:
         result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"

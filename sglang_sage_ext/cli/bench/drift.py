@@ -245,15 +245,21 @@ def _both_passes(model, recorder, batch, device: str, progress: Any) -> list[dic
     return finals
 
 
+def _worst(values: list[float], pick: Callable) -> float:
+    """max/min that a NaN poisons (Python's max skips a NaN unless it comes first): a layer
+    with a NaN output must fail the gate, not vanish from it."""
+    return math.nan if any(math.isnan(v) for v in values) else pick(values)
+
+
 def _layer_summary(records: dict[int, list[dict[str, float]]]) -> list[dict[str, Any]]:
     """Per layer, the worst (and mean) drift over the prompts."""
     return [
         {
             "layer": layer,
-            "rel_l2": max(r["rel_l2"] for r in recs),
+            "rel_l2": _worst([r["rel_l2"] for r in recs], max),
             "rel_l2_mean": sum(r["rel_l2"] for r in recs) / len(recs),
-            "max_abs": max(r["max_abs"] for r in recs),
-            "cosine": min(r["cosine"] for r in recs),
+            "max_abs": _worst([r["max_abs"] for r in recs], max),
+            "cosine": _worst([r["cosine"] for r in recs], min),
         }
         for layer, recs in sorted(records.items())
     ]
@@ -263,7 +269,7 @@ def _final_summary(finals: list[dict[str, Any]]) -> dict[str, Any]:
     """The model's output drift, worst over the prompts (KL: the mean)."""
 
     def worst(part: str, key: str, pick: Callable) -> float:
-        return pick(f[part][key] for f in finals)
+        return _worst([f[part][key] for f in finals], pick)
 
     return {
         "hidden": {
@@ -306,6 +312,6 @@ def table_rows(result: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]
 def gates(result: dict[str, Any]) -> dict[str, float | None]:
     layers = result.get("layers") or []
     return {
-        "drift_rel_l2_max": max((r["rel_l2"] for r in layers), default=None),
+        "drift_rel_l2_max": _worst([r["rel_l2"] for r in layers], max) if layers else None,
         "drift_logits_kl": (result.get("final") or {}).get("logits", {}).get("kl_mean"),
     }

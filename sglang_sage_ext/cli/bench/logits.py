@@ -8,6 +8,7 @@ and including the first greedy divergence (after it the two contexts differ).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,25 @@ def make_prompts(
     return out
 
 
+def _logprob(value: Any) -> float:
+    """A logprob from a reply: NaN or a positive value means the model's output is broken
+    (never silently dropped); -inf (probability 0) is kept."""
+    lp = float(value)
+    if math.isnan(lp) or lp > 1e-3:
+        raise client.ClientError(
+            f"/generate reply: logprob {lp} (NaN or > 0): this server's model output is broken"
+        )
+    return lp
+
+
 def _top(entry: Any) -> list[tuple[float, int]]:
     if not entry:
         return []
-    return [(float(e[0]), int(e[1])) for e in entry if e is not None and e[0] is not None]
+    return [(_logprob(e[0]), int(e[1])) for e in entry if e is not None and e[0] is not None]
 
 
 def _lp(entry: Any) -> float | None:
-    return None if not entry or entry[0] is None else float(entry[0])
+    return None if not entry or entry[0] is None else _logprob(entry[0])
 
 
 def query(
@@ -67,8 +79,13 @@ def query(
         out_tops = [_top(e) for e in client.meta_list(reply, "output_top_logprobs", hint)]
         in_lps = [_lp(e) for e in client.meta_list(reply, "input_token_logprobs", hint)]
         out_lps = [_lp(e) for e in client.meta_list(reply, "output_token_logprobs", hint)]
-    except (TypeError, ValueError, IndexError, KeyError) as exc:
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
         raise client.ClientError(f"/generate reply: malformed logprob entries ({exc})") from None
+    if len(in_tops) != len(in_lps) or len(out_tops) != len(out_lps):
+        raise client.ClientError(
+            f"/generate reply: {len(in_tops)} prompt top-logprob entries but {len(in_lps)} "
+            f"token logprobs ({len(out_tops)} / {len(out_lps)} for the output): misaligned"
+        )
     return Sample(
         context_length=len(ids),
         tops=in_tops + out_tops,
@@ -82,6 +99,12 @@ def compare_samples(sage: Sequence[Sample], base: Sequence[Sample]) -> dict[str,
     """Metrics per context length and over everything (baseline = reference of the KL)."""
     groups: dict[str, tuple[list, list, list, list, list]] = {}
     for s, b in zip(sage, base, strict=True):
+        if s.num_prompt_positions != b.num_prompt_positions:
+            raise client.ClientError(
+                f"the servers scored different prompt positions for the same request "
+                f"(sage_attn {s.num_prompt_positions}, baseline {b.num_prompt_positions}): "
+                "their logprobs cannot be aligned"
+            )
         div = metrics.first_divergence(b.output_ids, s.output_ids)
         upto = b.num_prompt_positions + (len(b.output_ids) if div is None else div + 1)
         for key in (str(b.context_length), "all"):

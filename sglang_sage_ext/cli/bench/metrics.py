@@ -96,11 +96,16 @@ def topk_kl(ref: TopLogprobs, other: TopLogprobs) -> float:
     """
     if not ref or not other:
         return math.nan
+    if max(float(lp) for lp, _ in ref) == -math.inf:
+        return math.nan  # the reference puts probability 0 on all its top-k: not comparable
     other_lp = {int(i): float(lp) for lp, i in other}
     floor = min(other_lp.values())
     p = _softmax([float(lp) for lp, _ in ref])
     q = _softmax([other_lp.get(int(i), floor) for _, i in ref])
-    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True) if pi > 0)
+    pairs = [(pi, qi) for pi, qi in zip(p, q, strict=True) if pi > 0]
+    if any(qi <= 0 or math.isnan(qi) for _, qi in pairs):
+        return math.inf  # the other side gives probability 0 where the reference does not
+    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in pairs)
 
 
 def top1_agreement(refs: Sequence[TopLogprobs], others: Sequence[TopLogprobs]) -> float | None:
@@ -126,11 +131,7 @@ def compare_logprobs(
     other_token_lps: Sequence[float | None],
 ) -> dict[str, Any]:
     """KL, top-1 agreement and |Δ logprob| over aligned positions of two runs."""
-    kls = [
-        kl
-        for r, o in zip(ref_tops, other_tops, strict=False)
-        if r and o and not math.isnan(kl := topk_kl(r, o))
-    ]
+    kls = [topk_kl(r, o) for r, o in zip(ref_tops, other_tops, strict=False) if r and o]
     diffs = [
         abs(float(a) - float(b))
         for a, b in zip(ref_token_lps, other_token_lps, strict=False)

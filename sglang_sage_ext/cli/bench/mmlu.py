@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import functools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -285,8 +284,7 @@ def run(
             advance()
         return text
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, prompts))
+    return client.parallel_map(one, prompts, parallel)
 
 
 def compare(

@@ -88,7 +88,10 @@ def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str
                 f"{where}: malformed prompt logprob entry {str(entry)[:80]!r} "
                 "(expected [logprob, token_id, text])"
             )
-        got = int(entry[1]) if entry[1] is not None else None
+        try:
+            got = int(entry[1]) if entry[1] is not None else None
+        except (TypeError, ValueError, OverflowError):
+            raise client.ClientError(f"{where}: token id {entry[1]!r} is not an integer") from None
         if got != int(token) and got != 0:
             raise client.ClientError(
                 f"{where}: prompt token {offset} from the end is {got}, expected {token}: "
@@ -100,9 +103,15 @@ def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str
                 f"at offset {offset}"
             )
         try:
-            values.append(float(entry[0]))
+            lp = float(entry[0])
         except (TypeError, ValueError):
             raise client.ClientError(f"{where}: logprob {entry[0]!r} is not a number") from None
+        if not math.isfinite(lp) or lp > 1e-3:
+            raise client.ClientError(
+                f"{where}: logprob {lp} for token {token} at offset {offset} is not a finite "
+                "value <= 0: this server's model output is broken"
+            )
+        values.append(lp)
     return values
 
 

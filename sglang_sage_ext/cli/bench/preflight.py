@@ -14,13 +14,12 @@ from pathlib import Path
 import click
 
 
-def check_output_dir(path: Path, *, create: bool = True) -> None:
+def check_output_dir(path: Path, *, create: bool = True, hint: str = "-o/--output-dir") -> None:
     """BadParameter (exit 2) unless `path` is (or can be created as) a writable directory.
 
     Writability is tested by creating and removing a temporary file: permission bits alone
     do not tell (root, ACLs, read-only mounts).
     """
-    hint = "-o/--output-dir"
     try:
         if create:
             path.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,11 +113,26 @@ def parse_server_args(option_values: Sequence[str], trailing: Sequence[str]) -> 
     return server_args.split(option_values, trailing)
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a server's base URL, or None."""
+    if not url.startswith(("http://", "https://")):
+        return "is not an http(s) URL"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "is not a valid URL (no host, or a space in it)"
+    return None
+
+
 def validate(opts: ServerOptions) -> None:
     """Fail before anything starts: backend names, model path, ports, attach URLs, args."""
     for role, _, url, _ in opts.roles():
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint=f"--{role}-url")
+        problem = url_problem(url) if url is not None else None
+        if problem:
+            raise click.BadParameter(f"{url!r} {problem}", param_hint=f"--{role}-url")
     needs_launch = [r for r in opts.roles() if r[2] is None]
     if needs_launch and not opts.model_path:
         missing = " and ".join(f"--{role}-url" for role, *_ in needs_launch)
@@ -327,6 +343,8 @@ def _check_reported_backend(endpoint: Endpoint) -> None:
         )
         if endpoint.role == "sage":
             raise BenchError(msg)
+        if reported == SAGE_BACKEND:
+            raise BenchError(f"{msg}: the baseline must be another backend than sage_attn")
         ui.info(f"[yellow]warning:[/] {msg}; results are labelled with {reported!r}")
         endpoint.backend = reported
 

@@ -45,9 +45,14 @@ def parse_fail_if(values: Iterable[str], allowed: Iterable[str]) -> dict[str, fl
                 + ", ".join(allowed)
             )
         try:
-            limits[name] = float(raw)
+            limit = float(raw)
         except ValueError:
             raise click.UsageError(f"--fail-if {item!r}: {raw!r} is not a number") from None
+        if not math.isfinite(limit):
+            raise click.UsageError(f"--fail-if {item!r}: the limit must be a finite number")
+        if name in limits:
+            raise click.UsageError(f"--fail-if {name!r} is given twice; give each gate once")
+        limits[name] = limit
     return limits
 
 
@@ -70,7 +75,9 @@ def check(
     for name, limit in limits.items():
         value = _number(values.get(name))
         if value is None:
-            why = missing or "nothing was measured"
+            raw = values.get(name)
+            is_nan = isinstance(raw, float) and math.isnan(raw)
+            why = "it is NaN: a non-finite output" if is_nan else missing or "nothing was measured"
             reason = f"{name}: no value ({why})"
             rows.append(
                 {"gate": name, "value": None, "limit": limit, "failed": True, "reason": reason}
