@@ -34,11 +34,11 @@ def drift(**kw: Any) -> None:
     if problem:
         raise BenchError(problem)
     if not kw["no_plot"]:
-        from sglang_sage_ext.cli.bench import report
+        from sglang_sage_ext.cli.bench import report_plots
 
         try:
-            report.require_matplotlib()
-        except report.ReportError as exc:
+            report_plots.require_matplotlib()
+        except report_plots.ReportError as exc:
             raise BenchError(str(exc)) from None
     with ui.progress() as bar:
         result = dr.run(
@@ -62,9 +62,9 @@ def drift(**kw: Any) -> None:
     )
     doc.update(result)
     if not kw["no_plot"]:
-        from sglang_sage_ext.cli.bench import report
+        from sglang_sage_ext.cli.bench import report_plots
 
-        doc["plot"] = report.plot_drift(doc, kw["output_dir"])
+        doc["plot"] = report_plots.plot_drift(doc, kw["output_dir"])
     if not kw["as_json"]:
         layer_rows, final_rows = dr.table_rows(result)
         ui.table(

@@ -44,7 +44,7 @@ def _logprob(value: Any) -> float:
     """A logprob from a reply: NaN or a positive value means the model's output is broken
     (never silently dropped); -inf (probability 0) is kept."""
     lp = float(value)
-    if math.isnan(lp) or lp > 1e-3:
+    if math.isnan(lp) or lp > metrics.MAX_LOGPROB:
         raise client.ClientError(
             f"/generate reply: logprob {lp} (NaN or > 0): this server's model output is broken"
         )

@@ -11,6 +11,11 @@ from typing import Any
 TopLogprobs = Sequence[tuple[float, int]]
 
 
+#: Above this a reported logprob is impossible (log p <= 0; the slack is rounding): the
+#: server's output is broken, never a value to average.
+MAX_LOGPROB = 1e-3
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation, as numpy.percentile does."""
     if not values:

@@ -106,7 +106,7 @@ def aligned_logprobs(entries: Sequence[Any], expected: Sequence[int], where: str
             lp = float(entry[0])
         except (TypeError, ValueError):
             raise client.ClientError(f"{where}: logprob {entry[0]!r} is not a number") from None
-        if not math.isfinite(lp) or lp > 1e-3:
+        if not math.isfinite(lp) or lp > metrics.MAX_LOGPROB:
             raise client.ClientError(
                 f"{where}: logprob {lp} for token {token} at offset {offset} is not a finite "
                 "value <= 0: this server's model output is broken"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sglang_sage_ext.cli.bench.report_plots import (
-    PLOTS_HINT,
     ReportError,
     plot_drift,
     plot_kl,
@@ -23,8 +22,6 @@ from sglang_sage_ext.cli.bench.report_plots import (
     require_matplotlib,
 )
 from sglang_sage_ext.cli.bench.ui import fmt, pct
-
-__all__ = ["KINDS", "PLOTS_HINT", "ReportError", "build", "plot_drift", "require_matplotlib"]
 
 KINDS = ("throughput", "mmlu", "logits", "perplexity", "drift")
 

@@ -158,15 +158,13 @@ def run_point(
     start = time.perf_counter()
     results = client.parallel_map(one, batch, point.concurrency)
     duration = time.perf_counter() - start
-    out = metrics.serving_metrics(results, duration)
-    errors = sorted({r.error for r in results if not r.success})
-    if errors:
-        failed = sum(not r.success for r in results)
+    failed = [r.error for r in results if not r.success]
+    if failed:
         raise client.ClientError(
-            f"{failed} of {len(results)} requests of grid point {point.key} failed "
-            f"(first: {errors[0]}); a comparison with failed requests would be misleading"
+            f"{len(failed)} of {len(results)} requests of grid point {point.key} failed "
+            f"(first: {min(failed)}); a comparison with failed requests would be misleading"
         )
-    return out
+    return metrics.serving_metrics(results, duration)
 
 
 def warmup(endpoint: Endpoint, vocab: int, input_lens: Sequence[int], seed: int) -> None:
