@@ -40,8 +40,9 @@ def timings(batch: llm.Batch, plan, kernel: str) -> list[dict]:
 
     rows = []
     for pv, qs in MODES:
+        k = kernel_for(kernel, batch.shape.d, pv)
         ms = do_bench(
-            lambda pv=pv, qs=qs: llm.run_sage(batch, pv, qs, plan=plan, kernel=kernel),
+            lambda pv=pv, qs=qs, k=k: llm.run_sage(batch, pv, qs, plan=plan, kernel=k),
             warmup=25, rep=100, return_mode="median",
         )  # fmt: skip
         rows.append(
@@ -51,27 +52,34 @@ def timings(batch: llm.Batch, plan, kernel: str) -> list[dict]:
     return rows
 
 
+def kernel_for(kernel: str, head_dim: int, pv: str) -> str:
+    """The kernel that runs a mode, as the backend routes it: "sm90" only where a Hopper kernel
+    is built for this head_dim and P·V mode (head_dim 64: FP16 P·V only), else "triton"."""
+    from sglang_sage_ext.kernels import sage_sm90
+
+    if kernel == "sm90" and sage_sm90.head_dim_problem(head_dim, pv == "fp8"):
+        return "triton"
+    return kernel
+
+
 def measure_shape(
     shape: llm.Shape, index: int, speed: bool, device: str, kernel: str = "triton"
 ) -> tuple[list[dict], list[dict]]:
     """Accuracy rows for every family and, on the `llm` inputs, speed rows for every mode.
 
-    kernel "sm90": the Hopper CUDA kernel where it has the head dim (as the backend routes),
-    which does not smooth Q: its "on" rows repeat the "off" ones."""
-    from sglang_sage_ext.kernels import sage_sm90
+    kernel "sm90": the Hopper CUDA kernel where it has the head dim and P·V mode (as the backend
+    routes, `kernel_for`)."""
     from sglang_sage_ext.kernels.paged_sage import plan_extend
 
-    if kernel == "sm90" and shape.d not in sage_sm90.HEAD_DIMS:
-        kernel = "triton"
     plan = plan_extend(shape.extend, shape.prefix, device)
     acc, spd = [], []
     for j, family in enumerate(llm.FAMILIES):
         batch = llm.make_batch(family, shape, SEED + 100 * index + j, device=device)
         ref = llm.reference(batch)
-        rows = [
-            llm.score_row(batch, family, ref, pv, qs, plan=plan, kernel=kernel) for pv, qs in MODES
-        ]
-        acc += [dict(r, kernel=kernel) for r in rows]
+        for pv, qs in MODES:
+            k = kernel_for(kernel, shape.d, pv)
+            row = llm.score_row(batch, family, ref, pv, qs, plan=plan, kernel=k)
+            acc.append(dict(row, kernel=k))
         del ref
         if family == "llm" and speed:
             spd = timings(batch, plan, kernel)
@@ -113,7 +121,7 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="dry run: CPU_SHAPES, no speed")
     ap.add_argument(
         "--kernel", choices=("triton", "sm90"), default="triton",
-        help="sm90: the Hopper CUDA kernel (head_dim 128; others stay on Triton)",
+        help="sm90: the Hopper CUDA kernel where it is built (head_dim 128; 64 with FP16 P·V)",
     )  # fmt: skip
     args = ap.parse_args()
     import triton

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The Hopper CUDA Sage kernel (kernels/sage_sm90) on one GPU: correctness, then TFLOP/s.
 
-Not a test. Per shape (bf16, D=128, SGLang's extend layout with a scattered KV pool):
+Not a test. Per shape (bf16, D=128 unless the name says d64, SGLang's extend layout with a
+scattered KV pool):
 * correctness: rel-L2 vs float64 for sm90 and the Triton kernel (FP16 and FP8 P·V, with and
   without Q smoothing), outputs poisoned with NaN first so an unwritten row shows; the two Sage
   kernels must also agree closely in the same mode;
@@ -28,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-D = 128
 LOG2E = 1.4426950408889634
 DEVICE = "cuda"
 
@@ -41,10 +41,10 @@ class Batch(llm.Batch):
     o: torch.Tensor | None = None
 
     @classmethod
-    def make(cls, ext, pre, hq, hkv, seed, dtype=torch.bfloat16, qo64=False) -> Batch:
+    def make(cls, ext, pre, hq, hkv, seed, dtype=torch.bfloat16, qo64=False, d=128) -> Batch:
         """Fresh inputs; `qo64`: an int64 qo_indptr beside the int32 kv_indptr, as SGLang 0.5.17
         passes them."""
-        shape = llm.Shape(f"{len(ext)} requests", tuple(pre), tuple(ext), hq, hkv, D)
+        shape = llm.Shape(f"{len(ext)} requests", tuple(pre), tuple(ext), hq, hkv, d)
         batch = cls(**vars(llm.make_batch("iid", shape, seed, device=DEVICE, dtype=dtype)))
         batch.o = torch.empty_like(batch.q)
         if qo64:
@@ -67,11 +67,15 @@ class Batch(llm.Batch):
     def hkv(self) -> int:
         return self.shape.hkv
 
+    @property
+    def d(self) -> int:
+        return self.shape.d
+
     def pairs(self) -> float:
         return float(sum(e * p + e * (e + 1) / 2 for e, p in zip(self.ext, self.pre, strict=True)))
 
     def flops(self) -> float:
-        return 4.0 * self.hq * D * self.pairs()
+        return 4.0 * self.hq * self.d * self.pairs()
 
     def request(self, b):
         """(q, k_all, v_all) of request b in [S, H, D]."""
@@ -87,7 +91,7 @@ class Batch(llm.Batch):
 
         sage_extend_attention(
             self.q, self.k, self.v, self.o, self.k_buffer, self.v_buffer, self.qo_indptr,
-            self.kv_indptr, self.kv_indices, max(self.ext), D**-0.5, pv_mode=pv,
+            self.kv_indptr, self.kv_indices, max(self.ext), self.d**-0.5, pv_mode=pv,
             q_smooth=q_smooth, plan=plan, workspace=ws, kernel=kernel, sm90_spec=spec,
         )  # fmt: skip
         return self.o
@@ -111,18 +115,32 @@ def check(name, batch, out_rows):
             ("sm90_fp8_smooth", "sm90", "fp8", None, "on"),
             ("sm90_1wg", "sm90", "fp16", sage_sm90.ONE_WG_FP16, "on"))  # fmt: skip
     for name, kernel, pv, spec, q_smooth in runs:
+        if kernel == "sm90" and not _has_sm90(batch.d, pv, spec):
+            continue  # head_dim 64: FP16 P·V on the warp-specialized kernel only
         batch.o.fill_(float("nan"))
         o = batch.sage(kernel, plan, ws, pv, spec, q_smooth).clone()
         torch.cuda.synchronize()
         row[f"{name}_nan"] = bool(o.isnan().any())
         row[f"{name}_rel_l2"] = llm.rel_l2(o, ref)
         outs[name] = o
-    row["sm90_smooth_vs_triton"] = llm.rel_l2(outs["sm90_smooth"], outs["triton"].double())
-    row["sm90_vs_triton_plain"] = llm.rel_l2(outs["sm90"], outs["triton_plain"].double())
-    row["ws_vs_1wg_smooth"] = llm.rel_l2(outs["sm90_smooth"], outs["sm90_1wg"].double())
-    row["sm90_fp8_vs_triton_fp8"] = llm.rel_l2(outs["sm90_fp8"], outs["triton_fp8"].double())
+    pairs = {"sm90_smooth_vs_triton": ("sm90_smooth", "triton"),
+             "sm90_vs_triton_plain": ("sm90", "triton_plain"),
+             "ws_vs_1wg_smooth": ("sm90_smooth", "sm90_1wg"),
+             "sm90_fp8_vs_triton_fp8": ("sm90_fp8", "triton_fp8")}  # fmt: skip
+    for key, (a, b) in pairs.items():
+        if a in outs and b in outs:
+            row[key] = llm.rel_l2(outs[a], outs[b].double())
     out_rows.append(row)
     print(json.dumps(row), flush=True)
+
+
+def _has_sm90(head_dim: int, pv: str, spec) -> bool:
+    """Whether a Hopper kernel runs this head_dim and P·V mode (`spec`: a forced one)."""
+    from sglang_sage_ext.kernels import sage_sm90
+
+    if spec is not None:
+        return head_dim in spec.head_dims
+    return sage_sm90.head_dim_problem(head_dim, pv == "fp8") is None
 
 
 def cudnn_call(batch):
@@ -153,30 +171,34 @@ def speed(name, batch, out_rows):
     fl = batch.flops()
     row = {"shape": name, "pairs": batch.pairs()}
 
+    d = batch.d
+
     def attn_only(spec):
         """The attention launch alone, after one whole call has packed K/V (and Q smoothing's
         terms) in spec's layout."""
+        spec = dataclasses.replace(spec, head_dim=d)
         batch.sage("sm90", plan, ws, spec=spec, q_smooth="on" if spec.q_smooth else "off")
         b, dev = len(batch.ext), batch.q.device
-        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, D, b, False, dev)
+        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, d, b, False, dev, spec.blocked)
         terms = None
         if spec.q_smooth:  # (qmean, cq), as launch takes them
-            terms = ws.q_smooth_buffers(batch.hq, plan.n_pad, D, b, dev)[::-1]
+            terms = ws.q_smooth_buffers(batch.hq, plan.n_pad, d, b, dev)[::-1]
         tiles = plan.tiles(spec.block_m)
         return lambda: sage_sm90.launch(
             batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
-            tiles, D**-0.5 * LOG2E, spec=spec, q_terms=terms,
+            tiles, d**-0.5 * LOG2E, spec=spec, q_terms=terms,
         )  # fmt: skip
 
     ws_smooth = sage_sm90.spec_for(False, q_smooth=True)
     fns = {
         "sm90": lambda: lambda: batch.sage("sm90", plan, ws),
         "sm90_smooth": lambda: lambda: batch.sage("sm90", plan, ws, q_smooth="on"),
-        "sm90_fp8": lambda: lambda: batch.sage("sm90", plan, ws, "fp8"),
         "sm90_attn_only": lambda: attn_only(sage_sm90.WS_FP16),
         "sm90_smooth_attn_only": lambda: attn_only(ws_smooth),
-        "sm90_1wg_attn_only": lambda: attn_only(sage_sm90.ONE_WG_FP16),
     }
+    if d in sage_sm90.ONE_WG_FP8.head_dims:
+        fns["sm90_fp8"] = lambda: lambda: batch.sage("sm90", plan, ws, "fp8")
+        fns["sm90_1wg_attn_only"] = lambda: attn_only(sage_sm90.ONE_WG_FP16)
     for i, variant in enumerate(VARIANTS):
         spec = dataclasses.replace(sage_sm90.WS_FP16, source=variant)
         fns[f"variant{i}_attn_only"] = lambda spec=spec: attn_only(spec)
@@ -202,6 +224,8 @@ CHECKS = {
     "mixed_batch": ([1, 77, 200, 1024], [5000, 0, 130, 64], 32, 8),
     "mixed_batch_int64_qo": ([3, 500, 16], [100, 2000, 0], 32, 8),
     "prefill_2048_28q4kv": ([2048], [0], 28, 4),
+    "prefill_1000_d64_14q2kv": ([1000], [0], 14, 2, 64),
+    "mixed_batch_d64": ([1, 77, 200, 1024], [5000, 0, 130, 64], 14, 2, 64),
 }
 SPEED = {
     "prefill_2k_28q4kv": ([2048], [0], 28, 4),
@@ -212,10 +236,30 @@ SPEED = {
     "prefill_32k": ([32768], [0], 32, 8),
     "chunk_8k_over_24k": ([8192], [24576], 32, 8),
     "16x_3k_prefix_1k_new": ([1024] * 16, [3072] * 16, 32, 8),
+    "prefill_4k_d64_14q2kv": ([4096], [0], 14, 2, 64),
+    "prefill_16k_d64_14q2kv": ([16384], [0], 14, 2, 64),
 }
 
 
 VARIANTS: list[Path] = []
+
+
+def check_line(r: dict) -> str:
+    """One check row in a line; '-' where a run did not apply (head_dim 64 has no FP8 or
+    one-warpgroup Hopper kernel)."""
+
+    def val(key: str, fmt: str = ".2e") -> str:
+        return format(r[key], fmt) if key in r else "-"
+
+    return (
+        f"{r['shape']:24} rel-L2 sm90 {val('sm90_rel_l2')} 1wg {val('sm90_1wg_rel_l2')} "
+        f"triton {val('triton_rel_l2')} smooth: sm90 {val('sm90_smooth_rel_l2')} "
+        f"fp8: sm90 {val('sm90_fp8_rel_l2')} triton {val('triton_fp8_rel_l2')} "
+        f"sm90+smooth {val('sm90_fp8_smooth_rel_l2')} sm90-vs-triton (smooth/plain/fp8) "
+        f"{val('sm90_smooth_vs_triton', '.1e')}/{val('sm90_vs_triton_plain', '.1e')}/"
+        f"{val('sm90_fp8_vs_triton_fp8', '.1e')} ws-vs-1wg {val('ws_vs_1wg_smooth', '.1e')} "
+        f"nan {sum(v for k, v in r.items() if k.endswith('_nan'))}"
+    )
 
 
 def main() -> int:
@@ -236,16 +280,18 @@ def main() -> int:
 
     t0 = time.perf_counter()
     path, secs = sage_sm90.build_cubin()
-    print(f"build: {secs:.1f} s ({path}); problem: {sage_sm90.problem(torch.device('cuda'), D)}")
+    print(f"build: {secs:.1f} s ({path}); problem: {sage_sm90.problem(torch.device('cuda'), 128)}")
+    print(f"head_dim 64: {sage_sm90.problem(torch.device('cuda'), 64) or 'builds'}")
     print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     checks, speeds = [], []
-    for i, (name, (ext, pre, hq, hkv)) in enumerate(CHECKS.items()):
-        check(name, Batch.make(ext, pre, hq, hkv, seed=i, qo64="int64_qo" in name), checks)
+    for i, (name, (ext, pre, hq, hkv, *d)) in enumerate(CHECKS.items()):
+        batch = Batch.make(ext, pre, hq, hkv, seed=i, qo64="int64_qo" in name, d=(d or [128])[0])
+        check(name, batch, checks)
     fp16 = Batch.make([1000], [0], 32, 8, seed=9, dtype=torch.float16)
     check("prefill_1000_fp16", fp16, checks)
     shapes = list(SPEED.items())[:2] if args.quick else SPEED.items()
-    for i, (name, (ext, pre, hq, hkv)) in enumerate(shapes):
-        speed(name, Batch.make(ext, pre, hq, hkv, seed=100 + i), speeds)
+    for i, (name, (ext, pre, hq, hkv, *d)) in enumerate(shapes):
+        speed(name, Batch.make(ext, pre, hq, hkv, seed=100 + i, d=(d or [128])[0]), speeds)
     result = {"gpu": torch.cuda.get_device_name(), "checks": checks, "speed": speeds}
     (args.out / "sm90_bench.json").write_text(json.dumps(result, indent=1))
     variants = [f"variant{i}_attn_only" for i in range(len(VARIANTS))]
@@ -262,16 +308,7 @@ def main() -> int:
             f"{r['shape']:24} " + " ".join(f"{v if isinstance(v, float) else 'x':>7}" for v in vals)
         )
     for r in checks:
-        print(
-            f"{r['shape']:22} rel-L2 sm90 {r['sm90_rel_l2']:.2e} 1wg {r['sm90_1wg_rel_l2']:.2e} "
-            f"triton {r['triton_rel_l2']:.2e} smooth: sm90 {r['sm90_smooth_rel_l2']:.2e} "
-            f"fp8: sm90 {r['sm90_fp8_rel_l2']:.2e} triton {r['triton_fp8_rel_l2']:.2e} "
-            f"sm90+smooth {r['sm90_fp8_smooth_rel_l2']:.2e} sm90-vs-triton (smooth/plain/fp8) "
-            f"{r['sm90_smooth_vs_triton']:.1e}/{r['sm90_vs_triton_plain']:.1e}/"
-            f"{r['sm90_fp8_vs_triton_fp8']:.1e} "
-            f"ws-vs-1wg {r['ws_vs_1wg_smooth']:.1e} "
-            f"nan {sum(v for k, v in r.items() if k.endswith('_nan'))}"
-        )
+        print(check_line(r))
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -34,8 +34,10 @@ def test_real_source_builds_for_sm90a_and_is_cached(cache):
     again, seconds_again = sage_sm90.build_cubin()
     assert (again, seconds_again) == (path, 0.0)
     fp8, _ = sage_sm90.build_cubin(spec=sage_sm90.ONE_WG_FP8)
-    assert fp8 != path  # source and flags are part of the cache key
-    for spec, cubin in ((sage_sm90.WS_FP16, path), (sage_sm90.ONE_WG_FP8, fp8)):
+    d64_spec = sage_sm90.spec_for(False, head_dim=64)
+    d64, _ = sage_sm90.build_cubin(spec=d64_spec)
+    assert len({fp8, path, d64}) == 3  # source and flags are part of the cache key
+    for spec, cubin in ((sage_sm90.WS_FP16, path), (sage_sm90.ONE_WG_FP8, fp8), (d64_spec, d64)):
         image = cubin.read_bytes()  # the loader looks up the entry and its shared-memory size
         assert spec.entry in image and spec.entry + b"_smem_bytes" in image
 
@@ -69,6 +71,21 @@ def test_each_pv_mode_has_its_kernel():
         assert "void __launch_bounds__(kThreads" in spec.source.read_text()
         assert spec.entry.decode() in spec.source.read_text()
         assert "-DSAGE_Q_SMOOTH=0" in spec.flags()
+
+
+def test_head_dims_per_pv_mode():
+    """head_dim 64 has a build of the FP16 P·V kernel (its own flag, so its own cubin); the
+    FP8 P·V kernel has head_dim 128 only, and asking for 64 there names the reason."""
+    d64 = sage_sm90.spec_for(False, head_dim=64)
+    assert d64.head_dim == 64 and "-DSAGE_HEAD_DIM=64" in d64.flags()
+    assert "-DSAGE_HEAD_DIM=128" in sage_sm90.WS_FP16.flags()
+    assert sage_sm90.spec_for(False, q_smooth=True, head_dim=64).q_smooth
+    assert sage_sm90.head_dim_problem(64, False) is None
+    assert sage_sm90.head_dim_problem(64, True) == "head_dim 64 (the FP8 P·V kernel has 128)"
+    assert "has 64 and 128" in sage_sm90.head_dim_problem(96, False)
+    with pytest.raises(ValueError, match="head_dim 64"):
+        sage_sm90.spec_for(True, head_dim=64)
+    assert sage_sm90.problem(torch.device("cpu"), 64) == "not a CUDA device"
 
 
 @pytest.mark.parametrize("pv_fp8", [False, True])
@@ -173,3 +190,16 @@ def test_driver_errors_carry_a_name_or_say_unknown():
     pattern = r"cuModuleLoadData failed with CUDA driver error 209 \(\w+\)"
     with pytest.raises(RuntimeError, match=pattern):
         sage_sm90._check(209, "cuModuleLoadData")
+
+
+def test_the_model_head_dim_picks_the_startup_build():
+    """Startup builds the kernel for the model's head_dim (ModelConfig.head_dim), 128 where a
+    runner has no model config (the kernel choice then names the head_dim in the log)."""
+    from types import SimpleNamespace
+
+    from sglang_sage_ext.backend.sage_backend import _model_head_dim
+
+    runner = SimpleNamespace(model_config=SimpleNamespace(head_dim=64))
+    assert _model_head_dim(runner) == 64
+    assert _model_head_dim(SimpleNamespace()) == 128
+    assert _model_head_dim(SimpleNamespace(model_config=SimpleNamespace(head_dim=None))) == 128

@@ -23,13 +23,21 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def unblock_k(kq_blocked: torch.Tensor) -> torch.Tensor:
-    """[Hkv, n, 128] int8 with chunk c of row r at c ^ (r % 8) -> plain rows."""
-    hkv, n, d = kq_blocked.shape
-    chunks = kq_blocked.view(hkv, n, d // 16, 16)
+def unblock_k(kq_blocked: torch.Tensor, head_dim: int = 128) -> torch.Tensor:
+    """[Hkv, n, 128] int8 with chunk c of row r at c ^ (r % 8) -> plain rows of `head_dim`
+    (D = 64 uses the first four chunks of each 128-byte row)."""
+    hkv, n, width = kq_blocked.shape
+    chunks = kq_blocked.view(hkv, n, width // 16, 16)
     row = torch.arange(n).view(1, n, 1)
-    src = torch.arange(d // 16).view(1, 1, -1) ^ (row % 8)  # where plain chunk c was stored
-    return torch.gather(chunks, 2, src.unsqueeze(-1).expand(hkv, n, d // 16, 16)).view(hkv, n, d)
+    src = torch.arange(width // 16).view(1, 1, -1) ^ (row % 8)  # where plain chunk c was stored
+    plain = torch.gather(chunks, 2, src.unsqueeze(-1).expand(hkv, n, width // 16, 16))
+    return plain.view(hkv, n, width)[:, :, :head_dim]
+
+
+def unquad_scales(ks_blocked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[Hkv, 2n] quads (s_2i, s_2i+1, b_2i, b_2i+1) -> (scales [Hkv, n], bias terms [Hkv, n])."""
+    quads = ks_blocked.view(ks_blocked.shape[0], -1, 4)
+    return quads[:, :, :2].reshape(quads.shape[0], -1), quads[:, :, 2:].reshape(quads.shape[0], -1)
 
 
 def unblock_v(vq_blocked: torch.Tensor) -> torch.Tensor:
@@ -42,41 +50,50 @@ def unblock_v(vq_blocked: torch.Tensor) -> torch.Tensor:
     return plain.reshape(hkv, n // 64, d, 64).permute(0, 2, 1, 3).reshape(hkv, d, n)
 
 
-def compare_layouts() -> dict:
+def compare_layouts(head_dim: int = 128) -> dict:
     """Pre-pass both layouts for a batch with a prefix, a fresh prompt and a 1-token extend."""
     from sglang_sage_ext.kernels import paged_sage, sage_sm90
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
     from tests._llm_inputs import llm
 
-    shape = llm.Shape("3 requests", (130, 0, 70), (70, 200, 1), 4, 2, 128)
+    shape = llm.Shape("3 requests", (130, 0, 70), (70, 200, 1), 4, 2, head_dim)
     b = llm.make_batch("llm", shape, seed=5)
     plan = plan_extend(shape.extend, shape.prefix, "cpu")
     tensors = (b.q, b.k, b.v, b.k_buffer, b.v_buffer, b.qo_indptr, b.kv_indptr, b.kv_indices)
     out = {}
-    for name, spec in (("plain", None), ("blocked", sage_sm90.WS_FP16)):
+    blocked_spec = sage_sm90.spec_for(False, head_dim=head_dim)
+    for name, spec in (("plain", None), ("blocked", blocked_spec)):
         kq, ks, vq = paged_sage._pre_pass(tensors, plan, Workspace(), False, False, spec, 0.1)[:3]
         out[name] = (kq.clone(), ks.clone(), vq.clone())
     (kq_p, ks_p, vq_p), (kq_b, ks_b, vq_b) = out["plain"], out["blocked"]
+    scales, bias = unquad_scales(ks_b)
     return {
-        "k_equal": bool(torch.equal(unblock_k(kq_b), kq_p)),
-        "k_moved": not bool(torch.equal(kq_b, kq_p)),
-        "scales_equal": bool(torch.equal(ks_b, ks_p)),
+        "k_shape": list(kq_b.shape),
+        "k_equal": bool(torch.equal(unblock_k(kq_b, head_dim), kq_p)),
+        "k_moved": kq_b.shape != kq_p.shape or not bool(torch.equal(kq_b, kq_p)),
+        "scales_equal": bool(torch.equal(scales, ks_p)),
+        "bias_equal": bool(torch.equal(bias, -12582912.0 * ks_p)),
         "v_equal": bool(torch.equal(unblock_v(vq_b).view(torch.int16), vq_p.view(torch.int16))),
         "v_moved": not bool(torch.equal(vq_b.view(torch.int16), vq_p.view(torch.int16))),
         "nonzero": int(kq_p.count_nonzero()),
     }
 
 
-def test_blocked_layout_is_the_plain_layout_swizzled():
+@pytest.mark.parametrize("head_dim", [128, 64])
+def test_blocked_layout_is_the_plain_layout_swizzled(head_dim):
+    """Every value of the BLOCKED copy is the plain copy's, moved: K rows (128 bytes even at
+    D = 64), scales with their bias terms -1.5 * 2**23 * s in quads, V^T blocks."""
     code = (
         "import json; from tests.test_sm90_layout_cpu import compare_layouts; "
-        "print('ROW' + json.dumps(compare_layouts()))"
+        f"print('ROW' + json.dumps(compare_layouts({head_dim})))"
     )
     stdout = run_python(code, env={"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
     row = json.loads(next(x for x in stdout.splitlines() if x.startswith("ROW"))[3:])
     assert row["nonzero"] > 0, row
+    assert row["k_shape"][2] == 128, row
     assert row["k_moved"] and row["v_moved"], row  # the layouts really differ
     assert row["k_equal"] and row["v_equal"] and row["scales_equal"], row
+    assert row["bias_equal"], row
 
 
 def test_unblock_helpers_invert_a_known_swizzle():

@@ -79,6 +79,13 @@ def _device_facts(model_runner: Any) -> tuple[str, tuple[int, int] | None]:
     return device_type, capability
 
 
+def _model_head_dim(model_runner: Any) -> int:
+    """The model's attention head_dim (ModelConfig.head_dim in every supported release), so that
+    startup builds the Hopper kernel the layers will run; 128 where a runner does not say."""
+    head_dim = getattr(getattr(model_runner, "model_config", None), "head_dim", None)
+    return int(head_dim) if isinstance(head_dim, int) and head_dim > 0 else 128
+
+
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
@@ -152,7 +159,7 @@ class SageTritonAttnBackend(_triton_backend_class()):  # type: ignore[misc]
         if device_type == "cuda" and self._paged_ok:
             gpu = torch.device("cuda", getattr(model_runner, "gpu_id", torch.cuda.current_device()))
             self._paged_kernel, self.kernel_summary = kernels.paged_kernel_choice(
-                gpu, self._paged_pv, self._q_smooth
+                gpu, self._paged_pv, self._q_smooth, _model_head_dim(model_runner)
             )
         where = (
             "CPU, Triton interpreter" if cpu_interpret else f"GPU sm{capability[0]}{capability[1]}"

@@ -136,11 +136,21 @@ class Workspace:
         return buf[:need].view(shape)
 
     def buffers(
-        self, hkv: int, n_pad: int, block_d: int, batch: int, pv_fp8: bool, device
+        self,
+        hkv: int,
+        n_pad: int,
+        block_d: int,
+        batch: int,
+        pv_fp8: bool,
+        device,
+        blocked: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(kq, ks, vq, vmax) views: INT8 K, per-key scales, transposed V, |V| amax (fp8 only)."""
-        kq = self._take("kq", (hkv, n_pad, block_d), torch.int8, device)
-        ks = self._take("ks", (hkv, n_pad), torch.float32, device)
+        """(kq, ks, vq, vmax) views: INT8 K, per-key scales, transposed V, |V| amax (fp8 only).
+        `blocked`: the BLOCKED layout's shapes (128-byte K rows, scales in quads with their
+        bias terms: [Hkv, 2 * n_pad])."""
+        k_row = 128 if blocked else block_d
+        kq = self._take("kq", (hkv, n_pad, k_row), torch.int8, device)
+        ks = self._take("ks", (hkv, 2 * n_pad if blocked else n_pad), torch.float32, device)
         v_dtype = torch.float8_e4m3fn if pv_fp8 else torch.float16
         vq = self._take("vq_fp8" if pv_fp8 else "vq", (hkv, block_d, n_pad), v_dtype, device)
         if not pv_fp8:  # the kernels never dereference vmax in FP16 P·V mode

@@ -8,7 +8,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sglang_sage_ext.kernels.triton_helpers import _KEY_BLOCK, find_request, to_fp8
+from sglang_sage_ext.kernels.triton_helpers import _KEY_BLOCK, I2F_BIAS, find_request, to_fp8
+
+#: Bytes per INT8 K row in the BLOCKED layout: one 128-byte swizzle atom, whatever D (<= 128).
+K_ROW_BLOCKED = tl.constexpr(128)
 
 
 @triton.jit(do_not_specialize=["B"])  # B == 1 must not turn the search loop constexpr
@@ -59,8 +62,9 @@ def _kv_prep_kernel(
     P fragments reach the FP8 wgmma (csrc/sage_sm90.cu, finish_tile).
     BLOCKED (FP16 V for the warp-specialized Hopper kernel, csrc/sage_sm90_ws.cu): every 128-key
     tile becomes one contiguous, already swizzled block that a TMA bulk copy moves verbatim: K
-    row r keeps 16-byte chunk c at chunk c ^ (r % 8), and V^T is stored in 64-key blocks
-    [Hkv, n_pad / 64, D, 64] with chunk c of channel row d at chunk c ^ (d % 8).
+    rows of 128 bytes (D = 64 fills half) keep 16-byte chunk c of row r at chunk c ^ (r % 8), the
+    key scales are stored in quads with their bias terms (`_store_scales`), and V^T is stored in
+    64-key blocks [Hkv, n_pad / 64, D, 64] with chunk c of channel row d at chunk c ^ (d % 8).
     """
     p = tl.program_id(0)
     h = tl.program_id(1)
@@ -82,7 +86,7 @@ def _kv_prep_kernel(
         if not STATS:
             zeros = tl.zeros([_KEY_BLOCK, BLOCK_D], dtype=tl.float32)
             _store_k(Kq, zeros.to(tl.int8), h64, n_pad, out_n, offs_d, BLOCK_D, BLOCKED)
-            tl.store(Ks + h64 * n_pad + out_n, tl.zeros([_KEY_BLOCK], dtype=tl.float32))
+            _store_scales(Ks, tl.zeros([_KEY_BLOCK], dtype=tl.float32), h64, n_pad, out_n, BLOCKED)
             v_zeros = zeros.to(Vq.dtype.element_ty)
             _store_v(Vq, v_zeros, h64, p, n_pad, v_col, offs_d, BLOCK_D, BLOCKED)
             if Q_SMOOTH:
@@ -155,7 +159,7 @@ def _kv_prep_kernel(
     k_i = kt / k_scale[:, None]
     k_i += 0.5 * tl.where(k_i >= 0, 1.0, -1.0)  # round half away from zero, as SageAttention
     _store_k(Kq, k_i.to(tl.int8), h64, n_pad, out_n, offs_d, BLOCK_D, BLOCKED)
-    tl.store(Ks + h64 * n_pad + out_n, k_scale)
+    _store_scales(Ks, k_scale, h64, n_pad, out_n, BLOCKED)
     if Q_SMOOTH:
         _q_mean_terms(
             Q, Qmean, Cq, kt, b, h64, Hkv, group, q_start, ext_len, p == blk_start, out_n,
@@ -171,15 +175,30 @@ def _kv_prep_kernel(
 
 @triton.jit
 def _store_k(Kq, vals, h64, n_pad, out_n, offs_d, BLOCK_D: tl.constexpr, BLOCKED: tl.constexpr):
-    """INT8 K rows of one 64-key block: plain, or BLOCKED (16-byte chunk c of key row r at
-    c ^ (r % 8), written as [keys, chunks, 16] so every store is one 16-byte vector)."""
+    """INT8 K rows of one 64-key block: plain, or BLOCKED (rows of K_ROW_BLOCKED bytes, 16-byte
+    chunk c of key row r at c ^ (r % 8), written as [keys, chunks, 16] so every store is one
+    16-byte vector; with D = 64 the other four chunks of a row are never written nor read)."""
     if BLOCKED:
-        row = (h64 * n_pad + out_n) * BLOCK_D
+        row = (h64 * n_pad + out_n) * K_ROW_BLOCKED
         swz = (tl.arange(0, BLOCK_D // 16)[None, :] ^ (out_n[:, None] & 7)) * 16
         ptr = Kq + row[:, None, None] + swz[:, :, None] + tl.arange(0, 16)[None, None, :]
         tl.store(ptr, tl.reshape(vals, [_KEY_BLOCK, BLOCK_D // 16, 16]))
     else:
         tl.store(Kq + (h64 * n_pad + out_n[:, None]) * BLOCK_D + offs_d[None, :], vals)
+
+
+@triton.jit
+def _store_scales(Ks, k_scale, h64, n_pad, out_n, BLOCKED: tl.constexpr):
+    """Per-key INT8 K scales: [Hkv, n_pad], or BLOCKED in quads per key pair (s_2i, s_2i+1,
+    -I2F_BIAS * s_2i, -I2F_BIAS * s_2i+1), [Hkv, n_pad / 2, 4]: the CUDA kernel's score is
+    fma(int32 + bias as float, s, -bias * s), and one 16-byte load brings both operands of a
+    pair instead of a load and two multiplications per tile and thread."""
+    if BLOCKED:
+        pos = h64 * 2 * n_pad + 2 * out_n - (out_n & 1)
+        tl.store(Ks + pos, k_scale)
+        tl.store(Ks + pos + 2, -(k_scale * I2F_BIAS))
+    else:
+        tl.store(Ks + h64 * n_pad + out_n, k_scale)
 
 
 @triton.jit

@@ -143,9 +143,9 @@ def sage_extend_attention(
     from the indptrs, which waits for the GPU once. `workspace`: reused packed buffers (default:
     one per process). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides the launch
     configuration (benchmarks); then the compiled kernel's metadata is returned, else None.
-    `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`, D=128, either P·V;
-    the caller checks `sage_sm90.problem()` first); `sm90_spec` picks another Hopper kernel
-    than the P·V mode's (benchmarks).
+    `kernel`: "triton" or "sm90" (the Hopper CUDA kernel of `sage_sm90`: D=128 with either P·V,
+    D=64 with FP16 P·V; the caller checks `sage_sm90.problem()` first); `sm90_spec` picks
+    another Hopper kernel than the P·V mode's (benchmarks).
     """
     batch = qo_indptr.numel() - 1
     if batch <= 0 or max_len_extend <= 0:
@@ -154,16 +154,17 @@ def sage_extend_attention(
     plan = plan if plan is not None else plan_from_indptr(qo_indptr, kv_indptr)
     pv_fp8 = resolve_pv_mode(pv_mode, q.device)
     head_dim = q.shape[2]
-    if kernel == "sm90" and head_dim not in sage_sm90.HEAD_DIMS:
-        raise ValueError(f"the sm90 kernel takes head_dim {sage_sm90.HEAD_DIMS}, not {head_dim}")
+    wrong_dim = sage_sm90.head_dim_problem(head_dim, pv_fp8) if kernel == "sm90" else None
+    if wrong_dim:
+        raise ValueError(f"the sm90 kernel cannot run {wrong_dim}")
     if kernel == "sm90":
         kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
     smooth = resolve_q_smooth(q_smooth, pv_fp8, kernel)
     spec = None
     if kernel == "sm90":
-        spec = sage_sm90.spec_for(pv_fp8, smooth)
+        spec = sage_sm90.spec_for(pv_fp8, smooth, head_dim)
         if sm90_spec is not None:  # a benchmark's variant, in this call's modes
-            spec = dataclasses.replace(sm90_spec, pv_fp8=pv_fp8, q_smooth=smooth)
+            spec = dataclasses.replace(sm90_spec, pv_fp8=pv_fp8, q_smooth=smooth, head_dim=head_dim)
     qk_scale = (sm_scale if sm_scale is not None else head_dim**-0.5) * _LOG2E
     packed = _pre_pass(
         (q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices), plan,
@@ -191,7 +192,8 @@ def _pre_pass(tensors, plan, ws, pv_fp8, smooth, spec, qk_scale) -> tuple:
     q, k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices = tensors
     batch, head_dim, hkv = qo_indptr.numel() - 1, q.shape[2], k.shape[1]
     block_d = triton.next_power_of_2(head_dim)
-    kq, ks, vq, vmax = ws.buffers(hkv, plan.n_pad, block_d, batch, pv_fp8, q.device)
+    blocked = spec is not None and spec.blocked
+    kq, ks, vq, vmax = ws.buffers(hkv, plan.n_pad, block_d, batch, pv_fp8, q.device, blocked)
     # without Q smoothing the kernels never dereference cq / qmean
     cq, qmean = (
         ws.q_smooth_buffers(q.shape[1], plan.n_pad, block_d, batch, q.device)
@@ -211,7 +213,7 @@ def _pre_pass(tensors, plan, ws, pv_fp8, smooth, spec, qk_scale) -> tuple:
         _kv_prep_kernel[grid](*prep_args, STATS=True, PV_FP8=True, Q_SMOOTH=False, **prep)
     _kv_prep_kernel[grid](
         *prep_args, STATS=False, PV_FP8=pv_fp8, Q_SMOOTH=smooth,
-        PERMUTE_V=spec is not None and pv_fp8, BLOCKED=spec is not None and spec.blocked, **prep,
+        PERMUTE_V=spec is not None and pv_fp8, BLOCKED=blocked, **prep,
     )  # fmt: skip
     return kq, ks, vq, vmax, qmean, cq
 

@@ -111,14 +111,14 @@ KERNEL_ENV = "SGLANG_SAGE_KERNEL"
 
 
 def paged_kernel_choice(
-    device: torch.device, pv_mode: str, q_smooth: str = DEFAULT_Q_SMOOTH
+    device: torch.device, pv_mode: str, q_smooth: str = DEFAULT_Q_SMOOTH, head_dim: int = 128
 ) -> tuple[str, str]:
     """("sm90" | "triton", one line for the log and `doctor`): which kernel runs Sage batches.
 
-    The Hopper CUDA kernel (`sage_sm90`, FP16 or FP8 P·V, head_dim 128, with or without Q
-    smoothing) where SGLANG_SAGE_KERNEL is auto or cuda and it builds here (the first call
-    compiles the variant these modes run with nvcc and caches the cubin); the Triton kernel
-    otherwise, and for head dims the CUDA kernel was not built for.
+    The Hopper CUDA kernel (`sage_sm90`: head_dim 128 with FP16 or FP8 P·V, head_dim 64 with
+    FP16 P·V; with or without Q smoothing) where SGLANG_SAGE_KERNEL is auto or cuda and it
+    builds here (the first call compiles the variant these modes and the model's `head_dim` run
+    with nvcc and caches the cubin); the Triton kernel otherwise.
     """
     choice = str(env.value(KERNEL_ENV, logger.warning))
     if choice == "triton":
@@ -128,18 +128,19 @@ def paged_kernel_choice(
 
     pv_fp8 = device.type == "cuda" and resolve_pv_mode(pv_mode, device)
     smooth = resolve_q_smooth(q_smooth, pv_fp8, "sm90")
-    problem = sage_sm90.problem(device, sage_sm90.HEAD_DIMS[0], pv_fp8, smooth)
+    problem = sage_sm90.problem(device, head_dim, pv_fp8, smooth)
     if problem is None:
         pv, qs = "FP8" if pv_fp8 else "FP16", "on" if smooth else "off"
-        what = f"{sage_sm90.describe(pv_fp8, smooth)}, {pv} P·V, Q smoothing {qs}"
-        return "sm90", f"Hopper CUDA kernel ({what}; head_dim != 128 on Triton)"
+        what = f"{sage_sm90.describe(pv_fp8, smooth, head_dim)}, {pv} P·V, Q smoothing {qs}"
+        return "sm90", f"Hopper CUDA kernel ({what}; other head dims on Triton)"
     if choice == "cuda":
         logger.warning("sage_attn: SGLANG_SAGE_KERNEL=cuda but %s; using Triton", problem)
     return "triton", f"Triton ({problem})"
 
 
 def kernel_choice_here(pv_mode: str, q_smooth: str = DEFAULT_Q_SMOOTH) -> tuple[str, str]:
-    """`paged_kernel_choice` on this machine's first GPU (builds the kernel), for `doctor`."""
+    """`paged_kernel_choice` on this machine's first GPU (builds the head_dim 128 kernel), for
+    `doctor`."""
     if not torch.cuda.is_available():
         return "triton", "Triton (no CUDA GPU)"
     return paged_kernel_choice(torch.device("cuda"), pv_mode, q_smooth)
@@ -194,14 +195,17 @@ def sage_extend_paged(
     `params`: the bound arguments of SGLang's `extend_attention_fwd` (q/k/v/o_extend, k/v_buffer,
     qo_indptr, kv_indptr, kv_indices, max_len_extend, sm_scale); writes `o_extend`.
     `plan` / `workspace`: the forward batch's `paged_plan.ExtendPlan` and the reused buffers.
-    `kernel`: `paged_kernel_choice()`'s pick; other head dims than the sm90 kernel's run Triton.
+    `kernel`: `paged_kernel_choice()`'s pick; head dims and P·V modes no sm90 kernel is built
+    for run Triton.
     `q_smooth`: auto | on | off (`paged_q_smooth()`).
     """
     from sglang_sage_ext.kernels import sage_sm90
-    from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
+    from sglang_sage_ext.kernels.paged_sage import resolve_pv_mode, sage_extend_attention
 
     q = params["q_extend"]
-    if kernel == "sm90" and q.shape[-1] not in sage_sm90.HEAD_DIMS:
+    if kernel == "sm90" and sage_sm90.head_dim_problem(
+        q.shape[-1], resolve_pv_mode(pv_mode, q.device)
+    ):
         kernel = "triton"
     sage_extend_attention(
         q,

@@ -32,8 +32,8 @@ logger = logging.getLogger("sglang_sage_ext")
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCE = CSRC / "sage_sm90.cu"
-#: Head dims the kernels are built for.
-HEAD_DIMS = (128,)
+#: Head dims some Hopper kernel is built for (`Spec.head_dims` says which P·V mode has which).
+HEAD_DIMS = (64, 128)
 NVCC_FLAGS = ("-cubin", "-gencode", "arch=compute_90a,code=sm_90a", "-O3", "--use_fast_math")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
@@ -43,9 +43,11 @@ class Spec:
     """One Hopper Sage kernel: its source, entry point, CTA shape and packed-input layout.
 
     `blocked`: it reads the pre-pass's BLOCKED layout (tiles contiguous and pre-swizzled for
-    TMA bulk copies); otherwise the plain packed layout. `q_smooth`: built with Q smoothing
-    (it then reads the pre-pass's q_mean and c_j; one FMA per score more). Its dynamic shared
-    memory is read from the cubin (`<entry>_smem_bytes`), so the size is stated once, in the .cu.
+    TMA bulk copies, 128-byte K rows, key scales in quads with their bias terms); otherwise the
+    plain packed layout. `q_smooth`: built with Q smoothing (it then reads the pre-pass's q_mean
+    and c_j; one FMA per score more). `head_dim`: the D this build is for (one cubin per D),
+    among `head_dims`. Its dynamic shared memory is read from the cubin (`<entry>_smem_bytes`),
+    so the size is stated once, in the .cu.
     """
 
     source: Path
@@ -56,15 +58,18 @@ class Spec:
     blocked: bool
     label: str
     q_smooth: bool = False
+    head_dims: tuple[int, ...] = (128,)
+    head_dim: int = 128
 
     def flags(self) -> tuple[str, ...]:
         modes = (f"-DSAGE_PV_FP8={int(self.pv_fp8)}", f"-DSAGE_Q_SMOOTH={int(self.q_smooth)}")
-        return (*NVCC_FLAGS, *modes)
+        return (*NVCC_FLAGS, *modes, f"-DSAGE_HEAD_DIM={self.head_dim}")
 
 
 #: FP16 P·V: warp-specialized (a TMA producer warp, two ping-ponging consumer warpgroups).
 WS_FP16 = Spec(CSRC / "sage_sm90_ws.cu", b"sage_sm90_ws_fwd", 384, 128, False, True,
-               "TMA producer warp + 2 ping-pong consumer warpgroups, 128 rows per CTA")  # fmt: skip
+               "TMA producer warp + 2 ping-pong consumer warpgroups, 128 rows per CTA",
+               head_dims=(64, 128))  # fmt: skip
 #: FP8 P·V (and FP16 for comparisons): one warpgroup per 64-row CTA, cp.async, 2 CTAs per SM.
 ONE_WG_FP8 = Spec(SOURCE, b"sage_sm90_fwd", 128, 64, True, False,
                   "one warpgroup per 64-row CTA, cp.async double buffering")  # fmt: skip
@@ -72,11 +77,25 @@ ONE_WG_FP16 = dataclasses.replace(ONE_WG_FP8, pv_fp8=False)
 
 
 @functools.cache
-def spec_for(pv_fp8: bool, q_smooth: bool = False) -> Spec:
-    """The kernel that runs a P·V mode, with or without Q smoothing (one object per mode: every
-    layer call asks, and `_load` keys its cache by it)."""
+def spec_for(pv_fp8: bool, q_smooth: bool = False, head_dim: int = 128) -> Spec:
+    """The kernel that runs a P·V mode and head_dim, with or without Q smoothing (one object per
+    mode: every layer call asks, and `_load` keys its cache by it). A head_dim the mode's kernel
+    is not built for raises ValueError (`head_dim_problem` says so first)."""
     spec = ONE_WG_FP8 if pv_fp8 else WS_FP16
-    return dataclasses.replace(spec, q_smooth=True) if q_smooth else spec
+    if head_dim not in spec.head_dims:
+        raise ValueError(head_dim_problem(head_dim, pv_fp8))
+    if q_smooth or head_dim != spec.head_dim:
+        return dataclasses.replace(spec, q_smooth=q_smooth, head_dim=head_dim)
+    return spec
+
+
+def head_dim_problem(head_dim: int, pv_fp8: bool) -> str | None:
+    """Why no Hopper kernel runs this head_dim in this P·V mode (one line), or None."""
+    dims = (ONE_WG_FP8 if pv_fp8 else WS_FP16).head_dims
+    if head_dim in dims:
+        return None
+    built = " and ".join(str(d) for d in dims)
+    return f"head_dim {head_dim} (the {'FP8' if pv_fp8 else 'FP16'} P·V kernel has {built})"
 
 
 _lock = threading.Lock()
@@ -237,12 +256,12 @@ def _load(device: torch.device, spec: Spec) -> tuple[ctypes.CDLL, ctypes.c_void_
         return lib, fn, smem
 
 
-def describe(pv_fp8: bool = False, q_smooth: bool = False) -> str:
+def describe(pv_fp8: bool = False, q_smooth: bool = False, head_dim: int = 128) -> str:
     """The kernel of a P·V mode in a few words, with how its cubin was obtained (after
     `problem()`)."""
-    spec = spec_for(pv_fp8, q_smooth)
+    spec = spec_for(pv_fp8, q_smooth, head_dim)
     how = _state.get(("build", spec), "not built")
-    return f"sm_90a wgmma, INT8 Q·K, {spec.label}; {how}"
+    return f"sm_90a wgmma, INT8 Q·K, {spec.label}, head_dim {head_dim}; {how}"
 
 
 def problem(
@@ -253,10 +272,11 @@ def problem(
         return "not a CUDA device"
     if torch.cuda.get_device_capability(device) != (9, 0):
         return "not an sm90 GPU"
-    if head_dim not in HEAD_DIMS:
-        return f"head_dim {head_dim} (built for {HEAD_DIMS})"
+    wrong_dim = head_dim_problem(head_dim, pv_fp8)
+    if wrong_dim:
+        return wrong_dim
     try:
-        _load(device, spec_for(pv_fp8, q_smooth))
+        _load(device, spec_for(pv_fp8, q_smooth, head_dim))
     except Exception as exc:  # any build or load failure means: keep the Triton kernel
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -293,7 +313,8 @@ def launch(
     vmax: torch.Tensor | None = None,
     q_terms: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
-    """One launch over `tiles` (the plan's `spec.block_m` tile map) x query heads.
+    """One launch over query heads x `tiles` (the plan's `spec.block_m` tile map, heaviest
+    first): heads vary fastest, so the first wave holds every head's heaviest tile.
 
     `vmax` ([B, Hkv, D] |V| amax) selects FP8 P·V: `vq` then holds e4m3 V^T with the pre-pass's
     PERMUTE_V key order; without it `vq` is FP16 V^T. `q_terms` (the pre-pass's q_mean
@@ -301,10 +322,11 @@ def launch(
     those modes) must match the layout the pre-pass wrote (`spec.blocked`) and the modes.
     """
     pv_fp8 = vmax is not None
-    spec = spec or spec_for(pv_fp8, q_terms is not None)
-    if spec.pv_fp8 != pv_fp8 or spec.q_smooth != (q_terms is not None):
+    spec = spec or spec_for(pv_fp8, q_terms is not None, q.shape[2])
+    if (spec.pv_fp8, spec.q_smooth, spec.head_dim) != (pv_fp8, q_terms is not None, q.shape[2]):
         raise ValueError(f"kernel {spec.entry.decode()} (fp8 {spec.pv_fp8}, Q smoothing "
-                         f"{spec.q_smooth}) does not match its inputs")  # fmt: skip
+                         f"{spec.q_smooth}, head_dim {spec.head_dim}) does not match its "
+                         "inputs")  # fmt: skip
     qmean, cq = q_terms if q_terms is not None else (None, None)
     lib, fn, smem = _load(q.device, spec)
     hkv, n_pad, _ = kq.shape
@@ -320,7 +342,7 @@ def launch(
     stream = torch.cuda.current_stream(q.device).cuda_stream
     _check(
         lib.cuLaunchKernel(
-            fn, tiles.shape[0], q.shape[1], 1, spec.threads, 1, 1, smem,
+            fn, q.shape[1], tiles.shape[0], 1, spec.threads, 1, 1, smem,
             ctypes.c_void_p(stream), args, None,
         ),
         "cuLaunchKernel",

@@ -27,6 +27,7 @@ namespace {
 // sharing the K/V tiles without warp specialization measured slower
 // (bench/results/sm90-kernel-h200-2026-11-27); sage_sm90_ws.cu shares them with a TMA producer
 // and ping-pong scheduling instead.
+static_assert(kHeadDim == 128, "the one-warpgroup kernel is built for head_dim 128 only");
 constexpr int kBlockM = 64;
 constexpr int kThreads = 128;
 constexpr int kQBytes = kQTileBytes;
@@ -105,7 +106,8 @@ __device__ __forceinline__ void attention(const Params& p) {
   const uint32_t scq = sks + 2 * kBlockN * 4;  // Q smoothing's c_j, two stages
   float* sqs = reinterpret_cast<float*>(smem + kQBytes + 2 * kKBytes + 2 * kVBytes + kScaleTiles * kBlockN * 4);
 
-  const int tile = blockIdx.x, hq = blockIdx.y;
+  const int2 work = cta_tile_and_head(p.group);
+  const int tile = work.x, hq = work.y;
   const int b = p.tiles[2 * tile], pid_m = p.tiles[2 * tile + 1];
   const long long q_start = load_indptr(p.qo_indptr, b, p.qo_indptr64);
   const int ext_len = int(load_indptr(p.qo_indptr, b + 1, p.qo_indptr64) - q_start);

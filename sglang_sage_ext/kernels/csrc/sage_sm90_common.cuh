@@ -31,11 +31,19 @@ constexpr bool kFp8Pv = SAGE_PV_FP8;
 // of the warp-specialized kernel's speed; on LLM-like queries (per-channel bias) it takes FP16
 // P.V's rel-L2 from ~1.7e-2 to ~1.2e-2 (bench/results/sm90-smooth-h100-2026-11-28).
 constexpr bool kQSmooth = SAGE_Q_SMOOTH;
+#ifndef SAGE_HEAD_DIM
+#define SAGE_HEAD_DIM 128
+#endif
+constexpr int kHeadDim = SAGE_HEAD_DIM;  // D of Q, K and V
+static_assert(kHeadDim == 64 || kHeadDim == 128, "built for head_dim 64 or 128");
 constexpr int kBlockN = 128;   // keys per tile
-constexpr int kHeadDim = 128;  // D; 128 bytes per INT8 row: one swizzle atom wide
+// Bytes per INT8 Q or K row in shared memory (and in the BLOCKED copy): one 128-byte swizzle
+// atom wide. With D = 64 only the first 64 bytes of a row hold data and Q.K^T issues two of its
+// four k-steps: the 128-byte atoms and descriptors stay those of D = 128.
+constexpr int kKRow = 128;
 constexpr int kKeyBlock = 64;  // request alignment in the packed copies
-constexpr int kQTileBytes = 64 * kHeadDim;            // one warpgroup's 64 INT8 query rows
-constexpr int kKBytes = kBlockN * kHeadDim;           // 16 KB per stage
+constexpr int kQTileBytes = 64 * kKRow;               // one warpgroup's 64 INT8 query rows
+constexpr int kKBytes = kBlockN * kKRow;              // 16 KB per stage
 constexpr int kVBytes = kHeadDim * kBlockN * (kFp8Pv ? 1 : 2);  // per stage (fp16: two atoms)
 constexpr int kVAtom = kHeadDim * 128;                // bytes of one 128-byte-wide V^T atom
 constexpr int kPvSteps = kFp8Pv ? kBlockN / 32 : kBlockN / 16;  // wgmma k-steps of P.V
@@ -45,8 +53,8 @@ constexpr float kLog2PScale = kFp8Pv ? 8.807354922057604f : 0.f;  // log2(448): 
 struct Params {
   const void* q;             // [T, Hq, D] bf16/fp16, strided
   void* o;                   // [T, Hq, D] same dtype as q
-  const int8_t* kq;          // [Hkv, n_pad, D]
-  const float* ks;           // [Hkv, n_pad]
+  const int8_t* kq;          // [Hkv, n_pad, D], or [Hkv, n_pad, 128 bytes] (BLOCKED layout)
+  const float* ks;           // [Hkv, n_pad], or [Hkv, n_pad / 2, 4] quads (BLOCKED layout)
   const void* vq;            // [Hkv, D, n_pad] fp16, or fp8 e4m3 with permuted keys
   const void* qo_indptr;     // [B + 1] int32 or int64
   const void* kv_indptr;     // [B + 1] prefix lengths' indptr, int32 or int64
@@ -71,21 +79,23 @@ __device__ __forceinline__ long long load_indptr(const void* p, int i, int is64)
   return is64 ? reinterpret_cast<const long long*>(p)[i] : reinterpret_cast<const int*>(p)[i];
 }
 
-// Q tile -> INT8 in swizzled shared memory, one scale per row. Two threads per row, 64
-// channels each (eight 16-byte loads); rows past the request are zeros. `tid`: the thread's
-// index in its warpgroup.
-// With Q smoothing the request's mean query (`b`: the request) is subtracted first.
+// Q tile -> INT8 in swizzled shared memory, one scale per row. Two threads per row, D / 2
+// channels each (16-byte loads); rows past the request are zeros. `tid`: the thread's index in
+// its warpgroup. With Q smoothing the request's mean query (`b`: the request) is subtracted
+// first. The grid is (query heads, tiles): gridDim.x is Hq.
 template <typename InT>
 __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, int rows, int b, int hq,
                                            uint8_t* sq, float* sqs, int tid) {
+  constexpr int kHalf = kHeadDim / 2;  // channels per thread
   const int row = tid >> 1, half = tid & 1;
-  float v[64];
+  float v[kHalf];
   if (row < rows) {
     const InT* src = reinterpret_cast<const InT*>(p.q) + (q_row0 + row) * p.stride_qn +
-                     (long long)hq * p.stride_qh + half * 64;
-    const float4* qm = reinterpret_cast<const float4*>(p.qmean + ((long long)b * gridDim.y + hq) * kHeadDim + half * 64);
+                     (long long)hq * p.stride_qh + half * kHalf;
+    const float4* qm =
+        reinterpret_cast<const float4*>(p.qmean + ((long long)b * gridDim.x + hq) * kHeadDim + half * kHalf);
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
+    for (int c = 0; c < kHalf / 8; ++c) {
       uint4 raw = reinterpret_cast<const uint4*>(src)[c];
       const InT* e = reinterpret_cast<const InT*>(&raw);
 #pragma unroll
@@ -99,16 +109,16 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) v[i] = 0.f;
+    for (int i = 0; i < kHalf; ++i) v[i] = 0.f;
   }
   float amax = 0.f;
 #pragma unroll
-  for (int i = 0; i < 64; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  for (int i = 0; i < kHalf; ++i) amax = fmaxf(amax, fabsf(v[i]));
   amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, 1));
   const float scale = fmaxf(amax, 1e-12f) / 127.f;
   const float inv = 1.f / scale;
 #pragma unroll
-  for (int c = 0; c < 4; ++c) {
+  for (int c = 0; c < kHalf / 16; ++c) {
     uint32_t w[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -120,9 +130,22 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
       }
       w[k] = packed;
     }
-    *reinterpret_cast<uint4*>(sq + swizzle(row, half * 4 + c)) = make_uint4(w[0], w[1], w[2], w[3]);
+    *reinterpret_cast<uint4*>(sq + swizzle(row, half * (kHalf / 16) + c)) = make_uint4(w[0], w[1], w[2], w[3]);
   }
   if (half == 0) sqs[row] = scale;
+}
+
+// Which (tile, query head) a CTA of the (Hq, tiles) grid takes. Blocks are dispatched x-fastest;
+// block L takes query head g of kv head hk's GQA group at tile t, L = g + group * (t + T * hk):
+// the CTAs of one kv head run together and share its K/V tiles in L2 (dispatching every head's
+// tile 0 first spreads them over all kv heads: -5 % at 32K), and within a kv head the heaviest
+// tiles go first (the plan lists tiles heaviest first), so light tiles fill the tail (+16 % at
+// 2K, +9 % at 4K against dispatching each head's tiles in turn). H200, same call:
+// bench/results/sm90-d64-h200-2026-11-28.
+__device__ __forceinline__ int2 cta_tile_and_head(int group) {
+  const int linear = blockIdx.x + gridDim.x * blockIdx.y;
+  const int g = linear % group, rest = linear / group;
+  return make_int2(rest % gridDim.y, (rest / gridDim.y) * group + g);
 }
 
 __device__ __forceinline__ float int_as_biased_float(int x) {
@@ -137,8 +160,11 @@ struct RowState {
   bool rescale = false;           // warp-uniform: whether O must be multiplied by alpha
 };
 
+constexpr float kI2FBias = 12582912.f;  // the float whose bits are 0x4B400000
+
 // This thread's 32 key scales of a tile (columns 8j + 2(lane % 4) and the next), read from
-// shared memory where each pair is used (pinned there, which keeps register pressure down)...
+// shared memory where each pair is used (pinned there, which keeps register pressure down).
+// scale_bias(j): the pair's scales and -kI2FBias times them (computed: two FMULs per pair).
 struct SmemKeyScales {
   uint32_t addr;  // the tile's first scale
   __device__ __forceinline__ float2 get(int j) const {
@@ -148,17 +174,67 @@ struct SmemKeyScales {
                  : "r"(addr + (8 * j + 2 * (threadIdx.x & 3)) * 4));
     return v;
   }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    const float2 v = get(j);
+    return make_float4(v.x, v.y, -kI2FBias * v.x, -kI2FBias * v.y);
+  }
 };
 
-// ... or loaded into registers ahead of time.
-struct RegKeyScales {
-  float2 v[16];
-  __device__ __forceinline__ void load(SmemKeyScales from) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) v[j] = from.get(j);
+// The same pairs in the BLOCKED layout's quads (ks[2i], ks[2i+1], -kI2FBias ks[2i],
+// -kI2FBias ks[2i+1]), written by the pre-pass. At head_dim 64 the stored bias terms save two
+// FMULs per pair (32 per tile and thread): +8-9 % at 4K-16K (H200, same call). At head_dim 128
+// the kernel is faster computing them (-6 % with the stored terms: the FMULs fill latency
+// gaps, while the loads that replace them sit on the softmax's path), so it reads the scales.
+constexpr bool kStoredBias = kHeadDim == 64;
+struct SmemKeyQuads {
+  uint32_t addr;  // the tile's first quad
+  __device__ __forceinline__ uint32_t at(int j) const { return addr + (4 * j + (threadIdx.x & 3)) * 16; }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    float4 v;
+    if constexpr (kStoredBias) {
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                   : "r"(at(j)));
+    } else {
+      const float2 pair = scales(j);
+      v = make_float4(pair.x, pair.y, -kI2FBias * pair.x, -kI2FBias * pair.y);
+    }
+    return v;
   }
-  __device__ __forceinline__ float2 get(int j) const { return v[j]; }
+  __device__ __forceinline__ float2 scales(int j) const {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(at(j)));
+    return v;
+  }
 };
+
+// ... or loaded into registers ahead of time, off the softmax's path (measured 2-5 % faster).
+// head_dim 128: the 16 scale pairs (bias terms computed where used).
+struct RegKeyScalePairs {
+  float2 v[16];
+  __device__ __forceinline__ void load(SmemKeyQuads from) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = from.scales(j);
+  }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    return make_float4(v[j].x, v[j].y, -kI2FBias * v[j].x, -kI2FBias * v[j].y);
+  }
+};
+// head_dim 64: half of the quads; the other half is read where used, and those loads issue under
+// the first half's work. All 16 quads would not fit: O, the scores and P's fragments already
+// take most of a consumer's 240 registers (ptxas spilled).
+struct RegKeyQuadsHalf {
+  static constexpr int kHeld = 8;
+  float4 v[kHeld];
+  SmemKeyQuads rest;
+  __device__ __forceinline__ void load(SmemKeyQuads from) {
+    rest = from;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) v[j] = from.scale_bias(j);
+  }
+  __device__ __forceinline__ float4 scale_bias(int j) const { return j < kHeld ? v[j] : rest.scale_bias(j); }
+};
+using RegKeyScales = std::conditional_t<kStoredBias, RegKeyQuadsHalf, RegKeyScalePairs>;
 
 // Scores of one tile -> unnormalised probabilities in place (s reinterpreted as float). The
 // running max moves only when some row of the warp grew by more than 8 (log2 units), so O is
@@ -179,12 +255,11 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
   for (int i = 0; i < 8; ++i) mx4[i >> 2][i & 3] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
-    const float2 pair = ks2.get(j);
+    const float4 sb = ks2.scale_bias(j);  // two keys' scales and their bias terms
     const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float ks = (e & 1) ? pair.y : pair.x;
-      float x = fmaf(int_as_biased_float(s[4 * j + e]), ks, -12582912.f * ks);
+      float x = fmaf(int_as_biased_float(s[4 * j + e]), (e & 1) ? sb.y : sb.x, (e & 1) ? sb.w : sb.z);
       if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
       if (Masked) {
         const int key = n0 + 8 * j + 2 * t4 + (e & 1);
@@ -310,19 +385,21 @@ __device__ __forceinline__ void scores(int (&s)[64], const KeyScales& ks, SmemKe
     softmax_scores<true, kSumP>(s, ks, cq, qs, st, n * kBlockN, limit0);
 }
 
-// O / l -> q/o dtype. With N == 68, l is O's column 128 (the wgmma's row sums), else this
-// quad's partial sums in st.l.
+// O / l -> q/o dtype. With N == D / 2 + 4, l is O's column D (the P.V wgmma's row sums,
+// wgmma_pv_f16_n136 / _n72), else this quad's partial sums in st.l.
 template <typename InT, int N>
 __device__ __forceinline__ void store_out(const Params& p, const float (&o)[N], const RowState& st,
                                           long long q_row0, int rows, int hq, int row0, int b, int hk) {
+  constexpr int kCols = kHeadDim / 8;  // this thread's column pairs: 8j + 2(lane % 4), j < kCols
+  static_assert(N == kHeadDim / 2 || N == kHeadDim / 2 + 4, "O fragment size");
   const int t4 = threadIdx.x & 3;
-  float2 v_scale[16];  // FP8: V's per-channel scale (amax / 448) of this thread's 32 columns
+  float2 v_scale[kCols];  // FP8: V's per-channel scale (amax / 448) of this thread's columns
 #pragma unroll
-  for (int j = 0; j < 16; ++j) v_scale[j] = make_float2(1.f, 1.f);
+  for (int j = 0; j < kCols; ++j) v_scale[j] = make_float2(1.f, 1.f);
   if constexpr (kFp8Pv) {
-    const float* vm = p.vmax + ((long long)b * (gridDim.y / p.group) + hk) * kHeadDim + 2 * t4;
+    const float* vm = p.vmax + ((long long)b * (gridDim.x / p.group) + hk) * kHeadDim + 2 * t4;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kCols; ++j) {
       const float2 a = *reinterpret_cast<const float2*>(vm + 8 * j);
       v_scale[j] = make_float2(fmaxf(a.x, 1e-12f) / 448.f, fmaxf(a.y, 1e-12f) / 448.f);
     }
@@ -330,8 +407,8 @@ __device__ __forceinline__ void store_out(const Params& p, const float (&o)[N], 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float l;
-    if constexpr (N == 68) {
-      l = o[64 + 2 * r];
+    if constexpr (N == kHeadDim / 2 + 4) {
+      l = o[kHeadDim / 2 + 2 * r];
     } else {
       l = st.l[r];
       l += __shfl_xor_sync(0xffffffff, l, 1);
@@ -342,7 +419,7 @@ __device__ __forceinline__ void store_out(const Params& p, const float (&o)[N], 
     const float inv_l = 1.f / l;
     InT* dst = reinterpret_cast<InT*>(p.o) + (q_row0 + row) * p.stride_on + (long long)hq * p.stride_oh;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kCols; ++j) {
       const float x = o[4 * j + 2 * r] * inv_l * v_scale[j].x;
       const float y = o[4 * j + 2 * r + 1] * inv_l * v_scale[j].y;
       if constexpr (std::is_same<InT, __nv_bfloat16>::value)

@@ -19,12 +19,14 @@
 //   before its turn, and wgmma descriptors are built once and offset.
 //
 // Inputs: the packed copies of the Triton pre-pass (`paged_prep_kernel`, BLOCKED layout) laid out
-// so that each tile is one contiguous, already swizzled block: INT8 K [Hkv, n_pad, 128] with the
-// 16-byte chunks of key row r at chunk c ^ (r % 8), one fp32 scale per key, and FP16 V^T in
-// 64-key blocks [Hkv, n_pad / 64, 128 channels, 64 keys] with chunk c of channel row d at
-// c ^ (d % 8). A 128-key tile is then 16 KB of K, 512 B of scales and 32 KB of V, each copied
-// verbatim into the 128-byte-swizzled tiles that the wgmma descriptors read. Requests start on a
-// 64-key boundary and two zero blocks end the buffer, so a tile never reads past it.
+// so that each tile is one contiguous, already swizzled block: INT8 K [Hkv, n_pad, 128 bytes]
+// with the 16-byte chunks of key row r at chunk c ^ (r % 8) (D = 64 fills the first four
+// chunks), per key pair a quad of fp32 (two scales, two bias terms -1.5 * 2^23 * scale), and
+// FP16 V^T in 64-key blocks [Hkv, n_pad / 64, D channels, 64 keys] with chunk c of channel row
+// d at c ^ (d % 8). A 128-key tile (D = 128) is then 16 KB of K, 1 KB of quads and 32 KB of V,
+// each copied verbatim into the 128-byte-swizzled tiles that the wgmma descriptors read.
+// Requests start on a 64-key boundary and two zero blocks end the buffer, so a tile never reads
+// past it. Built for head_dim 128 or 64 (SAGE_HEAD_DIM).
 // Semantics: SGLang's extend attention, bottom-right causal over a prefix.
 #include "sage_sm90_common.cuh"
 
@@ -38,14 +40,15 @@ constexpr int kStages = SAGE_STAGES;    // K and V tiles in flight, each
 constexpr int kConsumers = 2;           // consumer warpgroups, 64 query rows each
 constexpr int kBlockM = 64 * kConsumers;
 constexpr int kThreads = 128 * (kConsumers + 1);
-constexpr int kScaleBytes = kBlockN * 4;
-// A V stage: two V^T atoms (keys 0..63, 64..127), each 128 channel rows + 8 rows of ones, so
-// that the P.V wgmma (N = 136) also sums P (wgmma_pv_f16_n136): 64 FADDs less per thread and
-// tile, for 6% more P.V work on the tensor cores, which have room.
+constexpr int kQuadBytes = kBlockN * 8;  // a tile's key scales and bias terms (SmemKeyQuads)
+constexpr int kCqBytes = kBlockN * 4;    // a tile's c_j (Q smoothing)
+// A V stage: two V^T atoms (keys 0..63, 64..127), each D channel rows + 8 rows of ones, so
+// that the P.V wgmma (N = D + 8) also sums P (wgmma_pv_f16_n136 / _n72): 64 FADDs less per
+// thread and tile, for 6% (D = 128) or 12% (D = 64) more P.V work on the tensor cores.
 constexpr int kVAtomRows = kHeadDim + 8;
-constexpr int kVAtomBytes = kVAtomRows * 128;  // 1024-aligned (17 x 1024)
+constexpr int kVAtomBytes = kVAtomRows * 128;  // 1024-aligned (17 or 9 x 1024)
 constexpr int kVStageBytes = 2 * kVAtomBytes;
-constexpr int kON = 68;  // O accumulators per thread: 64 of O, 4 of row sums
+constexpr int kON = kHeadDim / 2 + 4;  // O accumulators per thread: D / 2 of O, 4 of row sums
 constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // Named barriers (0 is __syncthreads): 1 + w = consumer w's turn on the tensor cores,
 // 3 + w = consumer w's Q tile is written.
@@ -56,8 +59,8 @@ constexpr int kOffQ = 0;
 constexpr int kOffK = kOffQ + kConsumers * kQTileBytes;
 constexpr int kOffV = kOffK + kStages * kKBytes;
 constexpr int kOffKs = kOffV + kStages * kVStageBytes;
-constexpr int kOffCq = kOffKs + kStages * kScaleBytes;  // Q smoothing's c_j, per K stage
-constexpr int kOffQs = kOffCq + (kQSmooth ? kStages * kScaleBytes : 0);
+constexpr int kOffCq = kOffKs + kStages * kQuadBytes;  // Q smoothing's c_j, per K stage
+constexpr int kOffQs = kOffCq + (kQSmooth ? kStages * kCqBytes : 0);
 constexpr int kOffBar = kOffQs + kBlockM * 4;
 constexpr int kSmemBytes = 1024 + kOffBar + 4 * kStages * 8;  // + alignment slack
 
@@ -107,19 +110,28 @@ struct Barriers {
   __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 8 * (3 * kStages + s); }
 };
 
-// What one CTA works on: a 128-row query tile of one request and head.
+// What one CTA works on: a 128-row query tile of one request and head (cta_tile_and_head).
 struct Work {
   int b, hq, hk, pre_len, ext_len, pid_m, n_tiles;
   long long q_start;
   const int8_t* k;    // this request's first K tile
-  const float* ks;    // its first key scale
+  const float* ks;    // its first key-scale quad
   const float* cq;    // its first c_j (Q smoothing)
   const uint8_t* v;   // its first V^T block
 };
 
 __device__ __forceinline__ bool find_work(const Params& p, Work& w) {
-  const int tile = blockIdx.x;
-  w.hq = blockIdx.y;
+#if defined(SAGE_AB_TILES_FIRST)  // A/B variants of the dispatch order (bench/variants/ab_*.cu)
+  const int linear = blockIdx.x + gridDim.x * blockIdx.y, tile = linear % gridDim.y;
+  w.hq = linear / gridDim.y;
+#elif defined(SAGE_AB_HEADS_FIRST)
+  const int tile = blockIdx.y;
+  w.hq = blockIdx.x;
+#else
+  const int2 work = cta_tile_and_head(p.group);
+  const int tile = work.x;
+  w.hq = work.y;
+#endif
   w.b = p.tiles[2 * tile];
   w.pid_m = p.tiles[2 * tile + 1];
   w.q_start = load_indptr(p.qo_indptr, w.b, p.qo_indptr64);
@@ -130,8 +142,8 @@ __device__ __forceinline__ bool find_work(const Params& p, Work& w) {
   const int causal_end = min(w.pre_len + w.ext_len, w.pre_len + (w.pid_m + 1) * kBlockM);
   w.n_tiles = (causal_end + kBlockN - 1) / kBlockN;
   const long long key0 = (long long)w.hk * p.n_pad + (long long)p.blk_indptr[w.b] * kKeyBlock;
-  w.k = p.kq + key0 * kHeadDim;
-  w.ks = p.ks + key0;
+  w.k = p.kq + key0 * kKRow;
+  w.ks = p.ks + 2 * key0;  // quads: two floats per key
   w.cq = kQSmooth ? p.cq + (long long)w.hq * p.n_pad + (long long)p.blk_indptr[w.b] * kKeyBlock : nullptr;
   w.v = reinterpret_cast<const uint8_t*>(p.vq) + key0 * kHeadDim * 2;  // 64-key blocks, fp16
   return true;
@@ -147,10 +159,10 @@ __device__ __forceinline__ void produce(const Work& w, const Barriers& bars, uin
     const int s = n % kStages, phase = (n / kStages) & 1;
     if (warp == 0) {
       mbar_wait(bars.empty_k(s), phase ^ 1);
-      mbar_expect_tx(bars.full_k(s), kKBytes + kScaleBytes * (kQSmooth ? 2 : 1));
+      mbar_expect_tx(bars.full_k(s), kKBytes + kQuadBytes + (kQSmooth ? kCqBytes : 0));
       bulk_load(sk + s * kKBytes, w.k + (long long)n * kKBytes, kKBytes, bars.full_k(s));
-      bulk_load(sks + s * kScaleBytes, w.ks + n * kBlockN, kScaleBytes, bars.full_k(s));
-      if constexpr (kQSmooth) bulk_load(scq + s * kScaleBytes, w.cq + n * kBlockN, kScaleBytes, bars.full_k(s));
+      bulk_load(sks + s * kQuadBytes, w.ks + 2 * n * kBlockN, kQuadBytes, bars.full_k(s));
+      if constexpr (kQSmooth) bulk_load(scq + s * kCqBytes, w.cq + n * kBlockN, kCqBytes, bars.full_k(s));
     } else {
       mbar_wait(bars.empty_v(s), phase ^ 1);
       mbar_expect_tx(bars.full_v(s), kVBytes);
@@ -161,11 +173,22 @@ __device__ __forceinline__ void produce(const Work& w, const Barriers& bars, uin
   }
 }
 
-// P.V of one tile into O and its row sums (N = 136: the ones rows of the V atoms).
+// The P.V wgmma with row sums for this head_dim (O's fragment: 68 floats at D = 128, 36 at 64).
+template <int N>
+__device__ __forceinline__ void pv_with_sums(float (&o)[N], const uint32_t (&a)[4], uint64_t desc) {
+  if constexpr (N == 68)
+    wgmma_pv_f16_n136(o, a, desc);
+  else
+    wgmma_pv_f16_n72(o, a, desc);
+}
+
+// P.V of one tile into O and its row sums (N = D + 8: the ones rows of the V atoms).
 __device__ __forceinline__ void issue_pv_sums(float (&o)[kON], uint32_t (&pa)[kPvSteps][4], uint64_t desc_v) {
 #pragma unroll
-  for (int kstep = 0; kstep < kPvSteps; ++kstep)
-    wgmma_pv_f16_n136(o, pa[kstep], desc_v + (((kstep >> 2) * kVAtomBytes + (kstep & 3) * 32) >> 4));
+  for (int kstep = 0; kstep < kPvSteps; ++kstep) {
+    const uint64_t desc = desc_v + (((kstep >> 2) * kVAtomBytes + (kstep & 3) * 32) >> 4);
+    pv_with_sums(o, pa[kstep], desc);
+  }
   wgmma_commit();
 }
 
@@ -215,7 +238,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   named_arrive(other, 256);
   wgmma_wait<0>();
   fence_regs(s);
-  scores<false>(s, SmemKeyScales{sks}, SmemKeyScales{scq}, qs, st, 0, n_full, limit0);
+  scores<false>(s, SmemKeyQuads{sks}, SmemKeyScales{scq}, qs, st, 0, n_full, limit0);
   release(bars.empty_k(0));
   finish_tile<false>(s, o, o, pa, st);
 
@@ -225,7 +248,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
     mbar_wait(bars.full_k(ks), ((n + 1) / kStages) & 1);
     mbar_wait(bars.full_v(vs), (n / kStages) & 1);
     RegKeyScales scales;  // loaded before the turn: off the softmax's path (measured 2-5 % faster)
-    scales.load(SmemKeyScales{sks + ks * kScaleBytes});
+    scales.load(SmemKeyQuads{sks + ks * kQuadBytes});
     named_sync(mine, 256);
     fence_regs(o);
     fence_pa(pa);
@@ -235,7 +258,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
     named_arrive(other, 256);
     wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
     fence_regs(s);
-    scores<false>(s, scales, SmemKeyScales{scq + ks * kScaleBytes}, qs, st, n + 1, n_full, limit0);
+    scores<false>(s, scales, SmemKeyScales{scq + ks * kCqBytes}, qs, st, n + 1, n_full, limit0);
     release(bars.empty_k(ks));
     wgmma_wait<0>();
     fence_regs(o);
