@@ -54,3 +54,21 @@ def test_workspace_is_reused_and_grows():
     assert vq8.dtype == torch.float8_e4m3fn and vmax8.shape == (3, 2, 64)
     assert float(vmax8.abs().sum()) == 0.0  # amax accumulates from zero every call
     ws.release()
+
+
+def test_workspace_hands_every_layer_the_same_views():
+    """Every layer call of a batch asks for the same shapes and gets the same view objects (a
+    new view per call was ~5 us of host time each); after the storage grows, a shape asked
+    before gets a view of the new storage, never of the freed one."""
+    ws, cpu = Workspace(), torch.device("cpu")
+    first = ws.buffers(2, 128, 64, 3, False, cpu, blocked=True)
+    again = ws.buffers(2, 128, 64, 3, False, cpu, blocked=True)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    assert first[0].shape == (2, 128, 128) and first[1].shape == (2, 256)  # BLOCKED shapes
+    grown = ws.buffers(4, 512, 64, 3, False, cpu, blocked=True)
+    small = ws.buffers(2, 128, 64, 3, False, cpu, blocked=True)
+    assert small[0].data_ptr() == grown[0].data_ptr() != first[0].data_ptr()
+    assert small[0].shape == first[0].shape
+    fp8 = ws.buffers(2, 128, 64, 3, True, cpu, blocked=True)
+    fp8[3].fill_(7.0)
+    assert float(ws.buffers(2, 128, 64, 3, True, cpu, blocked=True)[3].abs().sum()) == 0.0

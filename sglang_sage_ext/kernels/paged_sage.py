@@ -200,11 +200,10 @@ def _pre_pass(tensors, plan, ws, pv_fp8, smooth, spec, qk_scale) -> tuple:
         if smooth
         else (ks, ks)
     )
+    strides = [n for t in (q, k, v, k_buffer, v_buffer) for n in t.stride()[:2]]  # per token, head
     prep_args = (
         k, v, k_buffer, v_buffer, qo_indptr, kv_indptr, kv_indices, plan.blk_indptr, kq, ks, vq,
-        vmax, q, qmean, cq, qk_scale, batch, hkv, q.shape[1] // hkv, q.stride(0), q.stride(1),
-        k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buffer.stride(0),
-        k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1), plan.n_pad,
+        vmax, q, qmean, cq, qk_scale, batch, hkv, q.shape[1] // hkv, *strides, plan.n_pad,
     )  # fmt: skip
     prep = {"HEAD_DIM": head_dim, "BLOCK_D": block_d, "INTERPRET": _INTERPRET}
     prep["num_warps"] = 4 if block_d <= 64 else 8
