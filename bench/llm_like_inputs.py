@@ -165,6 +165,32 @@ def make_batch(
     )
 
 
+def study_batches(seeds, shape_names, q_heads: int, families):
+    """(seed, family, batch) over GPU_SHAPES (those named, or all), for the CPU studies in
+    bench/studies: one kv head with `q_heads` query heads, fresh inputs per seed and family."""
+    for seed in seeds:
+        for s in GPU_SHAPES:
+            if shape_names and s.name not in shape_names:
+                continue
+            shape = Shape(s.name, s.prefix, s.extend, q_heads, 1, s.d)
+            for family in families:
+                yield seed, family, make_batch(family, shape, seed)
+
+
+def log_study_run(out_path, seed: int, family: str, batch: Batch, errs: dict, t0: float, **extra):
+    """One study run: a JSON line appended to `out_path` (if given) and a line printed."""
+    import json
+    import time
+
+    rec = dict(seed=seed, shape=batch.shape.name, family=family, errs=errs, **extra)
+    rec["secs"] = round(time.time() - t0, 1)
+    if out_path:
+        with open(out_path, "a", encoding="utf-8") as fo:
+            fo.write(json.dumps(rec) + "\n")
+    errors = " ".join(f"{k}={v:.3e}" for k, v in errs.items())
+    print(f"{seed} {batch.shape.name:22s} {family:9s} {errors} ({rec['secs']}s)", flush=True)
+
+
 def reference(batch: Batch, max_chunk_bytes: int = 1 << 30) -> torch.Tensor:
     """float64 SGLang extend semantics ([num_tokens, Hq, D]): each request's queries see its
     whole prefix and its new tokens up to themselves (bottom-right causal). Query rows go in

@@ -97,7 +97,7 @@ class Var:
         return text, None
 
 
-_TEST_SUITE = "test suite (tests/gpu, bench/gpu scripts); the package does not read it"
+_TEST_SUITE = "test suite (tests, bench/gpu scripts); the package does not read it"
 
 VARIABLES: tuple[Var, ...] = (
     Var("SGLANG_SAGE_EXT_DISABLE", BOOL, False, "switch the extension off in this process tree"),
@@ -161,6 +161,14 @@ VARIABLES: tuple[Var, ...] = (
         "0",
         "CPU-CI shims in every interpreter (tests only)",
         choices=("0", "1"),
+    ),
+    Var(
+        "SGLANG_SAGE_TEST_SET",
+        CHOICE,
+        "all",
+        "which slow CPU tests run: all, or ci (the tox matrix's share, tests/_selection.py)",
+        choices=("all", "ci"),
+        scope=_TEST_SUITE,
     ),
     Var("SGLANG_SAGE_TEST_MODEL", TEXT, None, "model of the GPU server tests", scope=_TEST_SUITE),
     Var("SGLANG_SAGE_RESULTS_DIR", TEXT, None, "GPU test results", scope=_TEST_SUITE),

@@ -13,23 +13,19 @@ import time
 import pytest
 
 from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
-from tests._server import cuda_available, generate, post_json, running_server
+from tests._server import (
+    E2E_NEW_TOKENS,
+    E2E_PROMPTS,
+    cuda_available,
+    generate,
+    post_json,
+    running_server,
+)
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(cuda_available(), reason="CPU recipe; the GPU suite covers CUDA"),
 ]
-
-PROMPTS = (
-    [1, 624, 700, 737, 538, 731, 12, 40, 99, 300],
-    [1, *range(40, 120)],  # 81 tokens: above SGLANG_SAGE_MIN_TOKENS, so only no_cuda applies
-)
-NEW_TOKENS = 8
-
-
-def _answers(model_dir, backend: str, env: dict[str, str] | None = None) -> list[list[int]]:
-    with running_server(model_dir, attention_backend=backend, env=env) as srv:
-        return [generate(srv.port, ids, max_new_tokens=NEW_TOKENS) for ids in PROMPTS]
 
 
 def _wait_for_stats(directory, timeout: float = 10.0) -> dict:
@@ -41,22 +37,23 @@ def _wait_for_stats(directory, timeout: float = 10.0) -> dict:
         time.sleep(0.2)
 
 
-def test_sage_attn_matches_triton_and_reports_fallbacks(tiny_model_dir, tmp_path):
+@pytest.mark.e2e_full
+def test_sage_attn_matches_triton_and_reports_fallbacks(tiny_model_dir, tmp_path, triton_answers):
+    assert triton_answers.stats["pids"] == [], "triton must not run our backend"
     stats_dir = tmp_path / "stats"
     stats_dir.mkdir()
-    triton = _answers(tiny_model_dir, "triton", env={STATS_DIR_ENV: str(stats_dir)})
-    assert read_stats_dir(stats_dir)["pids"] == [], "triton must not run our backend"
-
-    sage = _answers(tiny_model_dir, "sage_attn", env={STATS_DIR_ENV: str(stats_dir)})
-    assert sage == triton
-    assert all(len(ids) == NEW_TOKENS for ids in sage)
+    env = {STATS_DIR_ENV: str(stats_dir)}
+    with running_server(tiny_model_dir, attention_backend="sage_attn", env=env) as srv:
+        sage = [generate(srv.port, ids, max_new_tokens=E2E_NEW_TOKENS) for ids in E2E_PROMPTS]
+    assert sage == triton_answers.answers
+    assert all(len(ids) == E2E_NEW_TOKENS for ids in sage)
 
     stats = _wait_for_stats(stats_dir)
     assert stats["pids"], "the scheduler process never built SageTritonAttnBackend"
     assert stats["sage_calls"] == 0
     # every extend call fell back, each for the process-wide reason: no CUDA here
     assert set(stats["fallback_calls"]) == {"no_cuda"}
-    assert stats["fallback_calls"]["no_cuda"] >= len(PROMPTS)
+    assert stats["fallback_calls"]["no_cuda"] >= len(E2E_PROMPTS)
 
 
 # ---------------------------------------------------------------- the Sage route itself, on CPU
@@ -73,21 +70,28 @@ MAX_ABS_DLOGPROB = 0.25
 MEAN_ABS_DLOGPROB = 0.05
 
 
-def _prompt_logprobs(port: int, ids: list[int], start: int) -> tuple[list[float], int | None]:
+#: New tokens per request: the prefill's, then one decode step (decode runs on
+#: SageTritonAttnBackend too, through its init_forward_metadata and Triton's forward_decode).
+PAGED_NEW_TOKENS = 2
+
+
+def _prompt_logprobs(port: int, ids: list[int], start: int) -> tuple[list[float], int | None, int]:
     """Logprobs of prompt tokens start+1.. (SGLang recomputes what it returns logprobs for, so
-    `start` also caps the radix-cache match), and the request's cached token count."""
+    `start` also caps the radix-cache match), the request's cached and generated token counts."""
+    params = {"temperature": 0.0, "max_new_tokens": PAGED_NEW_TOKENS, "ignore_eos": True}
     out = post_json(
         port,
         "/generate",
         {
             "input_ids": ids,
-            "sampling_params": {"temperature": 0.0, "max_new_tokens": 1},
+            "sampling_params": params,
             "return_logprob": True,
             "logprob_start_len": start,
         },
     )
-    entries = out["meta_info"]["input_token_logprobs"]
-    return [float(e[0]) for e in entries if e[0] is not None], out["meta_info"].get("cached_tokens")
+    meta = out["meta_info"]
+    logprobs = [float(e[0]) for e in meta["input_token_logprobs"] if e[0] is not None]
+    return logprobs, meta.get("cached_tokens"), len(meta["output_token_logprobs"])
 
 
 def _reference_logprobs(model_dir, ids: list[int]) -> list[float]:
@@ -104,7 +108,9 @@ def _reference_logprobs(model_dir, ids: list[int]) -> list[float]:
 
 def test_paged_sage_kernel_serves_chunks_and_radix_hits_on_cpu(tiny_model_dir, tmp_path):
     """SGLANG_SAGE_CPU_INTERPRET=1: the paged Sage kernel runs in the real server under Triton's
-    interpreter, takes every chunk and the radix hit, and matches a float32 reference."""
+    interpreter, takes every chunk and the radix hit, and matches a float32 reference.
+
+    The one real-server test of every release in the tox matrix (tests/_selection.py)."""
     stats_dir = tmp_path / "stats"
     stats_dir.mkdir()
     env = {STATS_DIR_ENV: str(stats_dir), "SGLANG_SAGE_CPU_INTERPRET": "1"}
@@ -119,7 +125,8 @@ def test_paged_sage_kernel_serves_chunks_and_radix_hits_on_cpu(tiny_model_dir, t
     cached = served[1][1]
     if cached is not None:  # meta_info.cached_tokens: the radix hit really happened
         assert cached >= 64, cached
-    for (ids, start), (got, _) in zip(requests, served, strict=True):
+    assert [new for _, _, new in served] == [PAGED_NEW_TOKENS] * len(requests), served
+    for (ids, start), (got, _, _) in zip(requests, served, strict=True):
         want = _reference_logprobs(tiny_model_dir, ids)[start:]
         assert len(got) == len(want) == len(ids) - 1 - start
         diffs = [abs(a - b) for a, b in zip(got, want, strict=True)]

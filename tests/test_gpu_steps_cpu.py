@@ -66,7 +66,10 @@ echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"
 echo "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-1)"
 """
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="bash, setsid, tar")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="bash, setsid, tar"),
+    pytest.mark.release_independent,  # fake servers, no SGLang import (tests/_selection.py)
+]
 
 
 def _free_pair() -> int:

@@ -23,6 +23,8 @@ from tests._subproc import run_python
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+pytestmark = pytest.mark.release_independent  # imports no SGLang (tests/_selection.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: INT8 QK with FP16 PV: ~7e-3 measured here; 3e-2 is the issue's worst-case bound.

@@ -23,6 +23,8 @@ from tests._subproc import run_python
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+pytestmark = pytest.mark.release_independent  # imports no SGLang (tests/_selection.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}
 SEED = 11

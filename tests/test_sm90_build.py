@@ -26,6 +26,7 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(sage_sm90.find_nvcc() is None, reason="needs nvcc")
+@pytest.mark.release_independent  # nvcc only (tests/_selection.py)
 def test_real_source_builds_for_sm90a_and_is_cached(cache):
     path, seconds = sage_sm90.build_cubin()
     assert seconds > 0

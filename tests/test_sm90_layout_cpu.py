@@ -20,6 +20,8 @@ from tests._subproc import run_python
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+pytestmark = pytest.mark.release_independent  # imports no SGLang (tests/_selection.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

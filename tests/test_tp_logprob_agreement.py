@@ -23,6 +23,8 @@ from tests.fixtures.fake_sglang import VOCAB, FakeModel, base_logprobs, fake_ser
 
 np = pytest.importorskip("numpy")
 
+pytestmark = pytest.mark.release_independent  # imports no SGLang (tests/_selection.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("tp_agree", ROOT / "bench/tp_logprob_agreement.py")
 tp_agree = importlib.util.module_from_spec(_spec)

@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.release_independent  # imports no SGLang (tests/_selection.py)
+
 
 def _run(*cmd: str | Path, cwd: Path | None = None, env: dict | None = None) -> str:
     proc = subprocess.run(

@@ -18,7 +18,6 @@ Cm uses C = mean_j c_j clamped so max w <= 2^14; Cnl = C without the max lag (la
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -164,75 +163,49 @@ def main():
     ap.add_argument("--out", default="results.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    for seed in args.seeds:
-        for s in llm.GPU_SHAPES:
-            if args.shapes and s.name not in args.shapes:
-                continue
-            shape = llm.Shape(s.name, s.prefix, s.extend, args.group, 1, s.d)
-            for family in args.families:
-                t0 = time.time()
-                batch = llm.make_batch(family, shape, seed)
-                qo, kvp = batch.qo_indptr.tolist(), batch.kv_indptr.tolist()
-                B = len(qo) - 1
-                per = max(8, args.rows // B)
-                refs, outs, allstats = [], {}, {}
-                for b in range(B):
-                    n = qo[b + 1] - qo[b]
-                    r = min(n, per)
-                    rows = torch.tensor([((i + 1) * n) // r - 1 for i in range(r)])
-                    idx = batch.kv_indices[kvp[b] : kvp[b + 1]]
-                    keys = torch.cat([batch.k_buffer[idx], batch.k[qo[b] : qo[b + 1]]]).double()[
-                        :, 0
-                    ]
-                    vals = torch.cat([batch.v_buffer[idx], batch.v[qo[b] : qo[b + 1]]]).double()[
-                        :, 0
-                    ]
-                    qf = (
-                        batch.q[qo[b] : qo[b + 1]].double().transpose(0, 1) * batch.sm_scale * LOG2E
-                    )
-                    pre = kvp[b + 1] - kvp[b]
-                    refs.append(reference_rows(qf, rows, keys, vals, pre))
-                    o, st = run_group(qf, rows, keys, vals, pre)
-                    for k, v in o.items():
-                        outs.setdefault(k, []).append(v)
-                    for k, v in st.items():
-                        allstats.setdefault(k, []).extend(v)
-                ref = torch.cat(refs, 1)
-                errs = {}
-                for k, v in outs.items():
-                    o = torch.cat(v, 1).to(torch.bfloat16).double()
-                    errs[k] = llm.rel_l2(o, ref)
-                st = {
-                    k: dict(
-                        crange_max=max(d["crange"] for d in v),
-                        cstd=statistics.mean(d["cstd"] for d in v),
-                        w_sub=sum(d["w_sub"] for d in v),
-                        w_zero=sum(d["w_zero"] for d in v),
-                        keys=sum(d["N"] for d in v),
-                        wmin=min(d["wmin"] for d in v),
-                        mass_wsub_max=max(d["mass_wsub_max"] for d in v),
-                        mass_psub_max=max(d["mass_psub_max"] for d in v),
-                        vmax=max(d["vmax"] for d in v),
-                        inf=any(d["inf"] for d in v),
-                    )
-                    for k, v in allstats.items()
-                }
-                rec = dict(
-                    seed=seed,
-                    shape=s.name,
-                    family=family,
-                    errs=errs,
-                    stats=st,
-                    secs=round(time.time() - t0, 1),
-                )
-                with open(args.out, "a", encoding="utf-8") as fo:
-                    fo.write(json.dumps(rec) + "\n")
-                print(
-                    f"{seed} {s.name:22s} {family:9s} "
-                    + " ".join(f"{k}={v:.3e}" for k, v in errs.items())
-                    + f" ({rec['secs']}s)",
-                    flush=True,
-                )
+    runs = llm.study_batches(args.seeds, args.shapes, args.group, args.families)
+    for seed, family, batch in runs:
+        t0 = time.time()
+        qo, kvp = batch.qo_indptr.tolist(), batch.kv_indptr.tolist()
+        B = len(qo) - 1
+        per = max(8, args.rows // B)
+        refs, outs, allstats = [], {}, {}
+        for b in range(B):
+            n = qo[b + 1] - qo[b]
+            r = min(n, per)
+            rows = torch.tensor([((i + 1) * n) // r - 1 for i in range(r)])
+            idx = batch.kv_indices[kvp[b] : kvp[b + 1]]
+            keys = torch.cat([batch.k_buffer[idx], batch.k[qo[b] : qo[b + 1]]]).double()[:, 0]
+            vals = torch.cat([batch.v_buffer[idx], batch.v[qo[b] : qo[b + 1]]]).double()[:, 0]
+            qf = batch.q[qo[b] : qo[b + 1]].double().transpose(0, 1) * batch.sm_scale * LOG2E
+            pre = kvp[b + 1] - kvp[b]
+            refs.append(reference_rows(qf, rows, keys, vals, pre))
+            o, st = run_group(qf, rows, keys, vals, pre)
+            for k, v in o.items():
+                outs.setdefault(k, []).append(v)
+            for k, v in st.items():
+                allstats.setdefault(k, []).extend(v)
+        ref = torch.cat(refs, 1)
+        errs = {}
+        for k, v in outs.items():
+            o = torch.cat(v, 1).to(torch.bfloat16).double()
+            errs[k] = llm.rel_l2(o, ref)
+        st = {
+            k: dict(
+                crange_max=max(d["crange"] for d in v),
+                cstd=statistics.mean(d["cstd"] for d in v),
+                w_sub=sum(d["w_sub"] for d in v),
+                w_zero=sum(d["w_zero"] for d in v),
+                keys=sum(d["N"] for d in v),
+                wmin=min(d["wmin"] for d in v),
+                mass_wsub_max=max(d["mass_wsub_max"] for d in v),
+                mass_psub_max=max(d["mass_psub_max"] for d in v),
+                vmax=max(d["vmax"] for d in v),
+                inf=any(d["inf"] for d in v),
+            )
+            for k, v in allstats.items()
+        }
+        llm.log_study_run(args.out, seed, family, batch, errs, t0, stats=st)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,16 @@ from typing import Any
 import click
 
 from sglang_sage_ext.cli.bench import cli_common as common
-from sglang_sage_ext.cli.bench import client, preflight, prompts, runner, servers, ui, verdict
+from sglang_sage_ext.cli.bench import (
+    client,
+    preflight,
+    prompts,
+    results,
+    runner,
+    servers,
+    ui,
+    verdict,
+)
 from sglang_sage_ext.cli.bench import logits as lg
 from sglang_sage_ext.cli.bench import throughput as tp
 from sglang_sage_ext.cli.bench.runner import BenchError, Endpoint
@@ -227,13 +236,25 @@ def run_demo(model_path: str | None, output_dir: Path, cost_model: str) -> None:
         doc["caveats"].append(TINY_CAVEAT)
     doc["sage_ran"] = problem is None
     _report(doc, baseline)
-    path = runner.write_result(output_dir, "demo", doc)
-    click.echo(f"results: {path}")
+    _finish(doc, output_dir, problem, cpu)
+
+
+def _finish(doc: dict[str, Any], output_dir: Path, problem: str | None, cpu: bool) -> None:
+    """Write demo.json after the tables (a failed write loses no numbers); the exit code."""
+    lost: results.ResultWriteError | None = None
+    try:
+        click.echo(f"results: {results.write(output_dir, 'demo', doc)}")
+    except results.ResultWriteError as exc:
+        lost = exc
     if problem:
         click.echo(f"FAILED: {problem}")
     if cpu:
         click.echo(CPU_CAVEAT)
+    if lost is not None and not problem:
+        raise lost
     if problem:
+        if lost is not None:
+            lost.show()
         raise SystemExit(verdict.EXIT_NO_SAGE)
 
 
@@ -268,6 +289,7 @@ def demo(model_path: str | None, output_dir: Path, cost_model: str) -> None:
 
     \b
     Exit codes: 0 ok, 1 error, 2 usage error, 4 the sage_attn server never ran Sage,
-    128+N stopped by signal N (launched servers are stopped first).
+    5 demo.json could not be written (the tables are printed anyway), 128+N stopped by
+    signal N (launched servers are stopped first).
     """
     run_demo(model_path, output_dir, cost_model)

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
+from sglang_sage_ext.cli.bench import capacity, runner, thresholds, ui
 from sglang_sage_ext.cli.bench import cli_common as common
-from sglang_sage_ext.cli.bench import runner, thresholds, ui
 from sglang_sage_ext.cli.bench.runner import BenchError, Endpoint
 
 
@@ -41,6 +41,7 @@ def logits(**kw: Any) -> None:
     score_last = kw["score_last"] or None
 
     def workload(ep: Endpoint) -> dict[str, Any]:
+        common.check_fits(ep, lg.longest_request(kw["context_lengths"], kw["max_new_tokens"]))
         if "p" not in prompt_sets:
             vocab = prompts.vocab_size(opts.model_path, client.model_info(ep.base_url))
             prompt_sets["p"] = lg.make_prompts(
@@ -91,26 +92,64 @@ def logits(**kw: Any) -> None:
     )
 
 
-def _served_tokenizer(base_url: str) -> str | None:
+def _served_tokenizer(base_url: str) -> str:
     """The tokenizer (or model) path an attached server reports."""
     from sglang_sage_ext.cli.bench import client
 
     info = client.model_info(base_url)
-    return info.get("tokenizer_path") or info.get("model_path")
+    path = info.get("tokenizer_path") or info.get("model_path")
+    if not path:
+        raise BenchError(
+            f"the server at {base_url} does not report its tokenizer; pass --tokenizer PATH"
+        )
+    return str(path)
 
 
-def _tokenized(text: str, source: str, tokenizer: str, max_tokens: int) -> dict[str, Any]:
-    """The first `max_tokens` ids of `text` (BenchError when fewer than 2)."""
+def _tokenized(text: str, source: str, tokenizer: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """The first --max-tokens ids of `text` and their windows (BenchError when < 2 tokens)."""
+    from sglang_sage_ext.cli.bench import metrics
     from sglang_sage_ext.cli.bench import perplexity as pp
 
     try:
         ids, bos = pp.tokenize(text, tokenizer)
     except pp.TextError as exc:
         raise BenchError(str(exc)) from None
-    ids = ids[:max_tokens]
+    ids = ids[: kw["max_tokens"]]
     if len(ids) < 2:
         raise BenchError(f"{source}: fewer than 2 tokens to score")
-    return {"ids": ids, "bos": bos, "tokenizer": tokenizer}
+    windows = metrics.sliding_windows(len(ids), kw["context_length"], kw["stride"])
+    head = 0 if bos is None else 1
+    need = capacity.Need(
+        max(end - begin for begin, end, _ in windows) + head, 1, "--context-length", extra=head
+    )
+    return {"ids": ids, "bos": bos, "tokenizer": tokenizer, "windows": windows, "need": need}
+
+
+def _load_text(kw: dict[str, Any]) -> tuple[str, str]:
+    """(text, source) from --text-file or --hf-dataset; exactly one of them is required."""
+    from sglang_sage_ext.cli.bench import perplexity as pp
+
+    if not kw["text_file"] and not kw["hf_dataset"]:
+        raise click.UsageError("give --text-file FILE or --hf-dataset NAME[:CONFIG[:SPLIT]]")
+    if kw["text_file"] and kw["hf_dataset"]:
+        raise click.UsageError("give --text-file or --hf-dataset, not both")
+    try:
+        return pp.load_text(kw["text_file"], kw["hf_dataset"])
+    except pp.TextError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def _early_tokenizer(kw: dict[str, Any]) -> str | None:
+    """The tokenizer to load before any server starts: --tokenizer, or a launch model path
+    that exists (a missing one is the launch check's to report)."""
+    from sglang_sage_ext.cli.bench import servers
+
+    if kw["tokenizer"]:
+        return str(kw["tokenizer"])
+    model = kw["model_path"]
+    if model and servers.model_path_problem(str(model)) is None:
+        return str(model)
+    return None
 
 
 def _perplexity_table(
@@ -144,32 +183,24 @@ def _perplexity_table(
 @common.guarded()
 def perplexity(**kw: Any) -> None:
     """Token-level perplexity over sliding windows, both backends, delta in %."""
-    from sglang_sage_ext.cli.bench import metrics
     from sglang_sage_ext.cli.bench import perplexity as pp
 
     limits = thresholds.parse_fail_if(kw["fail_if"], pp.GATES)
     opts = common.server_opts(kw)
-    if not kw["text_file"] and not kw["hf_dataset"]:
-        raise click.UsageError("give --text-file FILE or --hf-dataset NAME[:CONFIG[:SPLIT]]")
-    if kw["text_file"] and kw["hf_dataset"]:
-        raise click.UsageError("give --text-file or --hf-dataset, not both")
-    stride = kw["stride"] or max(1, kw["context_length"] // 2)
+    stride = kw["stride"] = kw["stride"] or max(1, kw["context_length"] // 2)
     if stride > kw["context_length"]:
         raise click.BadParameter("must be <= --context-length", param_hint="--stride")
-    try:
-        text, source = pp.load_text(kw["text_file"], kw["hf_dataset"])
-    except pp.TextError as exc:
-        raise BenchError(str(exc)) from None
+    text, source = _load_text(kw)
     state: dict[str, Any] = {}
+    early = _early_tokenizer(kw)
+    if early:  # a bad tokenizer or a text without tokens fails now, not after a launch
+        state.update(_tokenized(text, source, early, kw))
     lps: dict[str, list[float]] = {}
 
     def workload(ep: Endpoint) -> dict[str, Any]:
         if "ids" not in state:
-            tokenizer = kw["tokenizer"] or opts.model_path or _served_tokenizer(ep.base_url)
-            state.update(_tokenized(text, source, str(tokenizer), kw["max_tokens"]))
-            state["windows"] = metrics.sliding_windows(
-                len(state["ids"]), kw["context_length"], stride
-            )
+            state.update(_tokenized(text, source, _served_tokenizer(ep.base_url), kw))
+        common.check_fits(ep, state["need"])
         windows = state["windows"]
         with ui.progress() as bar:
             advance = common.advance_bar(bar, f"perplexity {ep.backend}", len(windows))

@@ -8,13 +8,14 @@ one line too, with the traceback saved next to the results for a bug report.
 Exit codes: 0 done (every --fail-if gate passed); 1 error (server did not start or died,
 failed or malformed reply, bad dataset, ...); 2 usage error (bad option, --server-args or -o);
 3 a --fail-if gate was exceeded or has no value; 4 the sage_attn server never ran Sage (without
---allow-no-sage); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+--allow-no-sage); 5 the run finished but <command>.json could not be written (the summary is
+printed anyway; 3 and 4 keep their code); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM,
+129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import traceback
 from collections.abc import Callable
@@ -23,8 +24,18 @@ from typing import Any
 
 import click
 
-from sglang_sage_ext.cli.bench import client, lifecycle, preflight, runner, thresholds, ui, verdict
-from sglang_sage_ext.cli.bench.runner import BenchError, ServerOptions
+from sglang_sage_ext.cli.bench import (
+    capacity,
+    client,
+    lifecycle,
+    preflight,
+    results,
+    runner,
+    thresholds,
+    ui,
+    verdict,
+)
+from sglang_sage_ext.cli.bench.runner import BenchError, Endpoint, ServerOptions
 
 EXIT_INTERRUPTED = 130  # Ctrl-C; other stop signals exit with 128 + their number
 
@@ -193,6 +204,10 @@ def guarded(
                     preflight.check_output_dir(
                         kw["output_dir"], create=create_output, hint=output_hint
                     )
+                    # every command is named after the <command>.json it writes
+                    preflight.check_result_file(
+                        Path(kw["output_dir"]) / f"{func.__name__}.json", hint=output_hint
+                    )
                     return func(**kw)
                 except KeyboardInterrupt as exc:
                     signum = getattr(exc, "signum", 2)
@@ -246,9 +261,8 @@ def finish(
             row.update(failed=True, reason=f"{row['gate']}: sage_attn never ran Sage")
     doc["gates"] = gate_values
     doc["thresholds"] = rows
-    path = runner.write_result(kw["output_dir"], kind, doc)
     if kw["as_json"]:
-        click.echo(json.dumps(doc, indent=2, default=str))
+        click.echo(results.dumps(doc))
     else:
         print_stats(doc)
         if rows:
@@ -260,13 +274,30 @@ def finish(
                     for r in rows
                 ],
             )
-        ui.info(f"results: {path}")
+    lost: results.ResultWriteError | None = None
+    try:  # after the summary: a failed write must not take the numbers with it
+        path = results.write(kw["output_dir"], kind, doc)
+        if not kw["as_json"]:
+            ui.info(f"results: {path}")
+    except results.ResultWriteError as exc:
+        lost = exc
+    _exit(no_sage, [r["reason"] for r in rows if r["failed"]], lost)
+
+
+def _exit(no_sage: str | None, failed: list[str], lost: Exception | None) -> None:
+    """The exit code: 4 (no Sage) and 3 (a gate failed) keep theirs over 5 (not saved)."""
+    code = None
     if no_sage:
-        raise SystemExit(verdict.EXIT_NO_SAGE)
-    failed = [r["reason"] for r in rows if r["failed"]]
-    if failed:
+        code = verdict.EXIT_NO_SAGE
+    elif failed:
         ui.info(f"[red]--fail-if failed[/]: {'; '.join(failed)}")
-        raise SystemExit(thresholds.EXIT_THRESHOLD)
+        code = thresholds.EXIT_THRESHOLD
+    if lost is not None:
+        if code is None:
+            raise lost
+        lost.show()
+    if code is not None:
+        raise SystemExit(code)
 
 
 def print_stats(doc: dict[str, Any]) -> None:
@@ -291,3 +322,8 @@ def advance_bar(bar: Any, description: str, total: int) -> Callable[[], None]:
     """A progress task and the callable that advances it by one."""
     task = bar.add_task(description, total=total)
     return functools.partial(bar.advance, task)
+
+
+def check_fits(ep: Endpoint, need: capacity.Need) -> None:
+    """Refuse (exit 2) a workload whose longest request the server would refuse or cut."""
+    capacity.check(need, ep.info, ep.backend, ep.base_url)

@@ -62,9 +62,7 @@ def drift(**kw: Any) -> None:
     )
     doc.update(result)
     if not kw["no_plot"]:
-        from sglang_sage_ext.cli.bench import report_plots
-
-        doc["plot"] = report_plots.plot_drift(doc, kw["output_dir"])
+        doc["plot"] = _plot_or_warn(doc, kw["output_dir"])
     if not kw["as_json"]:
         layer_rows, final_rows = dr.table_rows(result)
         ui.table(
@@ -74,6 +72,20 @@ def drift(**kw: Any) -> None:
         )
         ui.table("Sage in every layer vs exact", dr.FINAL_HEADER, final_rows)
     common.finish(doc, "drift", kw, dr.gates(result), limits, "no layer was measured")
+
+
+def _plot_or_warn(doc: dict[str, Any], output_dir: Path) -> str | None:
+    """drift_layers.png, or None and a warning: a failed plot must not lose the numbers."""
+    from sglang_sage_ext.cli.bench import report_plots
+
+    try:
+        return report_plots.plot_drift(doc, output_dir)
+    except OSError as exc:
+        ui.info(
+            f"[yellow]warning:[/] cannot write drift_layers.png in {output_dir} "
+            f"({exc.strerror or exc}); the results follow"
+        )
+        return None
 
 
 @click.command()

@@ -43,6 +43,7 @@ def throughput(**kw: Any) -> None:
         return vocab_cache["v"]
 
     def warm(ep: Endpoint) -> None:
+        common.check_fits(ep, tp.longest_request(kw["input_lens"], kw["output_lens"]))
         tp.warmup(ep, vocab(ep), kw["input_lens"], opts.seed)
 
     def workload(ep: Endpoint) -> dict[str, Any]:
@@ -81,6 +82,29 @@ def throughput(**kw: Any) -> None:
     common.finish(doc, "throughput", kw, gates, limits, "no grid point completed on both servers")
 
 
+def _mmlu_questions(kw: dict[str, Any]) -> tuple[list, list]:
+    """(subjects, questions) of --data-dir, checked before any server: BenchError for a bad
+    dataset, notes for what is asked differently than the options say."""
+    from sglang_sage_ext.cli.bench import mmlu as mm
+
+    try:
+        subjects = mm.load(kw["data_dir"], kw["subjects"])
+        notes = mm.check_fewshot(subjects, kw["ntrain"])
+    except mm.DatasetError as exc:
+        raise BenchError(f"--data-dir {kw['data_dir']}: {exc}") from None
+    questions = mm.select_questions(subjects, kw["num_questions"])
+    if not questions:
+        raise BenchError(f"--data-dir {kw['data_dir']}: no test questions in the selected subjects")
+    if kw["num_questions"] is not None and len(questions) < kw["num_questions"]:
+        notes.append(
+            f"--num-questions {kw['num_questions']}: the selected subjects have "
+            f"{len(questions)} test questions; all of them are asked"
+        )
+    for note in notes:
+        ui.info(f"[yellow]note:[/] {note}")
+    return subjects, questions
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -92,7 +116,14 @@ def throughput(**kw: Any) -> None:
     "--subjects", callback=common.csv_list, help="Comma-separated subjects (default: all)."
 )
 @click.option("--num-questions", type=click.IntRange(min=1), help="Total, round-robin by subject.")
-@click.option("--ntrain", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option(
+    "--ntrain",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Few-shot examples per prompt, from the dev CSVs (0: 0-shot; a subject without "
+    "dev examples is refused otherwise).",
+)
 @click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True)
 @common.server_options
 @common.output_options
@@ -103,18 +134,7 @@ def mmlu(**kw: Any) -> None:
 
     limits = thresholds.parse_fail_if(kw["fail_if"], mm.GATES)
     opts = common.server_opts(kw)
-    try:
-        subjects = mm.load(kw["data_dir"], kw["subjects"])
-    except mm.DatasetError as exc:
-        raise BenchError(f"--data-dir {kw['data_dir']}: {exc}") from None
-    questions = mm.select_questions(subjects, kw["num_questions"])
-    if not questions:
-        raise BenchError(f"--data-dir {kw['data_dir']}: no test questions in the selected subjects")
-    if kw["num_questions"] is not None and len(questions) < kw["num_questions"]:
-        ui.info(
-            f"[yellow]note:[/] --num-questions {kw['num_questions']}: the selected subjects "
-            f"have {len(questions)} test questions; all of them are asked"
-        )
+    subjects, questions = _mmlu_questions(kw)
     prompts = mm.build_prompts(subjects, questions, kw["ntrain"])
     preds: dict[str, list[str]] = {}
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sglang_sage_ext.cli.bench import client, metrics, prompts
+from sglang_sage_ext.cli.bench import capacity, client, metrics, prompts
 
 #: Gates this command reports (see thresholds.GATES).
 GATES = ("kl_mean", "kl_max", "top1_disagree", "max_abs_logprob_diff", "greedy_diverged")
@@ -38,6 +38,11 @@ def make_prompts(
         for p in prompts.random_prompts(per_length, n, vocab, seed=seed * 7 + n):
             out.append((n, p))
     return out
+
+
+def longest_request(context_lengths: Sequence[int], max_new_tokens: int) -> capacity.Need:
+    """The longest request (for the server's length limit, checked before the first one)."""
+    return capacity.Need(max(context_lengths), max_new_tokens, "--context-lengths")
 
 
 def _logprob(value: Any) -> float:

@@ -175,6 +175,26 @@ def load(source: str, subjects: Sequence[str] = ()) -> list[Subject]:
     return load_local(source, subjects)
 
 
+def check_fewshot(subjects: Sequence[Subject], ntrain: int) -> list[str]:
+    """Notes for subjects with fewer than `ntrain` dev examples; DatasetError for one with
+    none, which would silently run 0-shot (0-shot is `--ntrain 0`, said so explicitly)."""
+    if ntrain <= 0:
+        return []
+    empty = [s.name for s in subjects if not s.dev]
+    if empty:
+        raise DatasetError(
+            f"no few-shot examples for {', '.join(empty)} (empty dev CSV or split), but "
+            f"--ntrain {ntrain} asks for {ntrain}; add dev questions "
+            "(<dir>/dev/<subject>_dev.csv), or pass --ntrain 0 to run 0-shot"
+        )
+    return [
+        f"{s.name} has {len(s.dev)} few-shot examples, fewer than --ntrain {ntrain}: its "
+        f"prompts are {len(s.dev)}-shot"
+        for s in subjects
+        if len(s.dev) < ntrain
+    ]
+
+
 def format_subject(subject: str) -> str:
     """'high_school_biology' -> ' high school biology' (leading space, as SGLang)."""
     return "".join(" " + part for part in subject.split("_"))

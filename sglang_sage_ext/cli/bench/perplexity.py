@@ -28,7 +28,7 @@ def load_text(text_file: str | None, hf_dataset: str | None) -> tuple[str, str]:
     if text_file:
         path = Path(text_file).expanduser()
         try:
-            return path.read_text(encoding="utf-8"), str(path)
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise TextError(
                 f"--text-file {text_file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
@@ -36,6 +36,11 @@ def load_text(text_file: str | None, hf_dataset: str | None) -> tuple[str, str]:
             ) from None
         except OSError as exc:
             raise TextError(f"cannot read --text-file {text_file}: {exc.strerror or exc}") from None
+        if not text.strip():
+            raise TextError(
+                f"--text-file {text_file} is empty (no text to score); pass a file with text"
+            )
+        return text, str(path)
     if not hf_dataset:
         raise TextError("give --text-file FILE or --hf-dataset wikitext:wikitext-2-raw-v1:test")
     name, _, rest = hf_dataset.partition(":")
@@ -52,11 +57,20 @@ def load_text(text_file: str | None, hf_dataset: str | None) -> tuple[str, str]:
             "offline, pass --text-file"
         ) from None
     column = "text" if "text" in data.column_names else data.column_names[0]
-    return "\n\n".join(str(t) for t in data[column]), f"hf:{hf_dataset}"
+    text = "\n\n".join(str(t) for t in data[column])
+    if not text.strip():
+        raise TextError(f"--hf-dataset {hf_dataset}: column {column!r} has no text to score")
+    return text, f"hf:{hf_dataset}"
 
 
 def tokenize(text: str, tokenizer_path: str) -> tuple[list[int], int | None]:
     """(token ids without special tokens, bos id or None) with the model's tokenizer."""
+    local = tokenizer_path.startswith(("/", "./", "../", "~"))
+    if local and not Path(tokenizer_path).expanduser().exists():
+        raise TextError(
+            f"tokenizer {tokenizer_path!r} does not exist; pass --tokenizer PATH (a local "
+            "model or tokenizer dir)"
+        )
     try:
         from transformers import AutoTokenizer
 

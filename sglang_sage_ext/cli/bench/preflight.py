@@ -1,6 +1,7 @@
 """Checks that run before any work, so a run never fails after the workload (results lost).
 
-`-o` must be a directory this process can create and write into, in attach mode as well;
+`-o` must be a directory this process can create and write into, in attach mode as well, and
+an existing `<command>.json` in it a file this process can replace;
 launch mode needs an importable SGLang in this interpreter (the servers run with it).
 """
 
@@ -34,6 +35,35 @@ def check_output_dir(path: Path, *, create: bool = True, hint: str = "-o/--outpu
         reason = exc.strerror or type(exc).__name__
         raise click.BadParameter(
             f"cannot write into {str(path)!r} ({reason}); pass a directory you can write to",
+            param_hint=hint,
+        ) from None
+
+
+def check_result_file(path: Path, *, hint: str = "-o/--output-dir") -> None:
+    """BadParameter (exit 2) when an existing `path` could not be replaced by the result file
+    (a directory, a file this process cannot write), found before the workload, not after it.
+    """
+    if path.is_dir():
+        raise click.BadParameter(
+            f"{str(path)!r} is a directory, so the results could not be written there; "
+            "move it away or pass another directory",
+            param_hint=hint,
+        )
+    if not path.exists():
+        if path.is_symlink():
+            raise click.BadParameter(
+                f"{str(path)!r} is a symlink to {os.readlink(path)!r}, which does not exist; "
+                "remove the link or pass another directory",
+                param_hint=hint,
+            )
+        return
+    try:
+        with open(path, "ab"):  # opens for writing without changing the file
+            pass
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {str(path)!r} ({exc.strerror or type(exc).__name__}); make it "
+            "writable, move it away or pass another directory",
             param_hint=hint,
         ) from None
 

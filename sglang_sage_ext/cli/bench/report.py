@@ -3,16 +3,19 @@
 Reads `<dir>/{throughput,mmlu,logits,perplexity,drift}.json` (whichever exist) and writes
 `report.md`, `report.json` and `ttft_vs_prompt_length.png`, `output_tps_vs_concurrency.png`,
 `kl_vs_context_length.png`, `drift_layers.png` where the data exists. matplotlib is optional
-(`pip install 'sglang-sage-ext[plots]'`) and imported only to draw.
+(`pip install 'sglang-sage-ext[plots]'`) and imported only to draw. Result files may be strict
+JSON (NaN as null, listed under `non_finite`) or older files with bare NaN; report.json is
+strict (results.py).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import os
 from pathlib import Path
 from typing import Any
 
+from sglang_sage_ext.cli.bench import results
 from sglang_sage_ext.cli.bench.report_plots import (
     ReportError,
     plot_drift,
@@ -38,10 +41,15 @@ def load_runs(output_dir: Path) -> dict[str, dict[str, Any]]:
     for kind in KINDS:
         path = output_dir / f"{kind}.json"
         if not path.exists():
+            if path.is_symlink():  # exists() follows the link: a dangling one is no "absent"
+                raise ReportError(
+                    f"{path} is a symlink to {os.readlink(path)!r}, which does not exist; "
+                    "restore its target, or remove the link to report without it"
+                )
             continue
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            doc = results.loads(path.read_text())
+        except (OSError, ValueError, RecursionError) as exc:
             raise ReportError(f"cannot read {path}: {exc}") from None
         missing = (
             [key for key in _REQUIRED_KEYS[kind] if key not in doc]
@@ -97,7 +105,7 @@ def build(output_dir: Path, plots: bool = True) -> list[Path]:
             "re-run its `sglang-sage bench` command"
         ) from None
     try:
-        json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        json_path.write_text(results.dumps(summary) + "\n")
         md_path.write_text(text)
     except OSError as exc:
         raise ReportError(f"cannot write the report in {output_dir}: {exc}") from None

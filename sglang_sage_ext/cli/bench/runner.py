@@ -10,7 +10,6 @@ leaves one running.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -22,7 +21,15 @@ import click
 
 from sglang_sage_ext import _bootstrap
 from sglang_sage_ext.backend.stats import STATS_DIR_ENV, read_stats_dir
-from sglang_sage_ext.cli.bench import client, lifecycle, preflight, server_args, servers, ui
+from sglang_sage_ext.cli.bench import (
+    capacity,
+    client,
+    lifecycle,
+    preflight,
+    server_args,
+    servers,
+    ui,
+)
 
 SAGE_BACKEND = "sage_attn"
 STATS_SETTLE_S = 1.5  # stats files are rewritten at most every 0.5 s
@@ -300,7 +307,7 @@ def _measure(
         where = f" (log: {endpoint.log_path})" if endpoint.log_path else ""
         raise BenchError(
             f"while {phase} the {endpoint.backend} server at {endpoint.base_url}: {exc}; "
-            f"check that it is a working SGLang server{where}"
+            f"{capacity.reply_hint(str(exc))}{where}"
         ) from None
     if endpoint.stats_dir:
         time.sleep(STATS_SETTLE_S)
@@ -372,27 +379,6 @@ def header(kind: str, opts: ServerOptions | None, config: dict[str, Any]) -> dic
             **config,
         }
     return doc
-
-
-def write_result(output_dir: Path, kind: str, doc: dict[str, Any]) -> Path:
-    """Write `<output_dir>/<kind>.json` (what `bench report` reads); BenchError on failure."""
-    path = output_dir / f"{kind}.json"
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    except OSError as exc:
-        raise BenchError(
-            f"cannot write {path} ({exc.strerror or exc}); free space or fix -o"
-        ) from None
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dict__"):
-        return vars(value)
-    return str(value)
 
 
 def env_flag(name: str) -> bool:

@@ -19,11 +19,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sglang_sage_ext.cli.bench import client, metrics, prompts
+from sglang_sage_ext.cli.bench import capacity, client, metrics, prompts
 from sglang_sage_ext.cli.bench.runner import Endpoint
 
 #: Gates this command reports (see thresholds.GATES).
 GATES = ("ttft_increase_pct", "output_tps_drop_pct")
+#: Tokens each warmup request generates.
+WARMUP_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -167,11 +169,17 @@ def run_point(
     return metrics.serving_metrics(results, duration)
 
 
+def longest_request(input_lens: Sequence[int], output_lens: Sequence[int]) -> capacity.Need:
+    """The longest request of the grid or its warmup (for the server's length limit)."""
+    new_tokens = max(*output_lens, WARMUP_TOKENS)
+    return capacity.Need(max(input_lens), new_tokens, "--input-lens")
+
+
 def warmup(endpoint: Endpoint, vocab: int, input_lens: Sequence[int], seed: int) -> None:
     """One short request per prompt length (JIT, CUDA graphs, allocator) before timing."""
     for n in sorted(set(input_lens)):
         ids = prompts.random_prompts(1, n, vocab, seed=seed + 7919 + n)[0]
-        result = client.stream_generate(endpoint.base_url, ids, 4)
+        result = client.stream_generate(endpoint.base_url, ids, WARMUP_TOKENS)
         if not result.success:
             raise client.ClientError(f"warmup request failed: {result.error}")
     client.flush_cache(endpoint.base_url)
