@@ -72,3 +72,14 @@ def test_workspace_hands_every_layer_the_same_views():
     fp8 = ws.buffers(2, 128, 64, 3, True, cpu, blocked=True)
     fp8[3].fill_(7.0)
     assert float(ws.buffers(2, 128, 64, 3, True, cpu, blocked=True)[3].abs().sum()) == 0.0
+
+
+def test_a_batch_beyond_the_cuda_grid_goes_to_triton():
+    """The Hopper kernels put query tiles on gridDim.y (at most 65535): a batch that may need
+    more runs the Triton kernel (one logged reason), never a failed launch."""
+    from sglang_sage_ext.kernels import paged_sage
+
+    assert not paged_sage.too_many_tiles(plan_extend([32768] * 8, [0] * 8, "cpu"))
+    assert not paged_sage.too_many_tiles(plan_extend([1] * 4096, [100] * 4096, "cpu"))
+    assert paged_sage.too_many_tiles(plan_extend([64 * 65536], [0], "cpu"))
+    assert paged_sage.too_many_tiles(plan_extend([1] * 70000, [0] * 70000, "cpu"))

@@ -158,7 +158,7 @@ def sage_extend_attention(
     if wrong_dim:
         raise ValueError(f"the sm90 kernel cannot run {wrong_dim}")
     if kernel == "sm90":
-        kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr)
+        kernel = _sm90_or_triton(q, o, qo_indptr, kv_indptr, plan)
     smooth = resolve_q_smooth(q_smooth, pv_fp8, kernel)
     spec = None
     if kernel == "sm90":
@@ -217,9 +217,22 @@ def _pre_pass(tensors, plan, ws, pv_fp8, smooth, spec, qk_scale) -> tuple:
     return kq, ks, vq, vmax, qmean, cq
 
 
-def _sm90_or_triton(q, o, qo_indptr, kv_indptr) -> str:
-    """ "sm90", or "triton" (logged once per reason) for a layout the CUDA kernel cannot read."""
+#: CUDA's limit on gridDim.y, which holds the query tiles of the Hopper kernels' grid.
+MAX_GRID_Y = 65535
+
+
+def too_many_tiles(plan: ExtendPlan) -> bool:
+    """Whether the batch may have more 64-row query tiles than the CUDA grid holds (an upper
+    bound from the host lengths: sum of ceil(n / 64) <= batch + tokens / 64)."""
+    return plan.batch + sum(plan.extend_lens) // 64 > MAX_GRID_Y
+
+
+def _sm90_or_triton(q, o, qo_indptr, kv_indptr, plan: ExtendPlan) -> str:
+    """ "sm90", or "triton" (logged once per reason) for a layout the CUDA kernel cannot read
+    or a batch with more query tiles than its grid holds (over ~4M new tokens or 65K requests)."""
     problem = sage_sm90.layout_problem(q, o, qo_indptr, kv_indptr)
+    if problem is None and too_many_tiles(plan):
+        problem = f"a batch of over {MAX_GRID_Y} query tiles (the CUDA grid's limit)"
     if problem is None:
         return "sm90"
     if problem not in _LOGGED:

@@ -313,8 +313,9 @@ def launch(
     vmax: torch.Tensor | None = None,
     q_terms: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
-    """One launch over query heads x `tiles` (the plan's `spec.block_m` tile map, heaviest
-    first): heads vary fastest, so the first wave holds every head's heaviest tile.
+    """One launch over a (query heads, `tiles`) grid (the plan's `spec.block_m` tile map,
+    heaviest first; at most 65535 tiles): the kernel maps block indices so that one kv head's
+    CTAs run together, heaviest tile first (`cta_tile_and_head` in csrc/sage_sm90_common.cuh).
 
     `vmax` ([B, Hkv, D] |V| amax) selects FP8 P·V: `vq` then holds e4m3 V^T with the pre-pass's
     PERMUTE_V key order; without it `vq` is FP16 V^T. `q_terms` (the pre-pass's q_mean
