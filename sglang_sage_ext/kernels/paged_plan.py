@@ -10,6 +10,7 @@ launches in every layer (issue #10: ~0.2 ms of fixed cost per call at 1K tokens)
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ class ExtendPlan:
     @property
     def num_prefix_tokens(self) -> int:
         return sum(self.prefix_lens)
+
+    @functools.cached_property
+    def tile_bound(self) -> int:
+        """An upper bound on the batch's 64-row query tiles (sum of ceil(n / 64) <= batch +
+        tokens / 64), from the host lengths: once per batch, not once per layer call."""
+        return self.batch + sum(self.extend_lens) // 64
 
     def tiles(self, block_m: int) -> torch.Tensor:
         """[num_tiles, 2] int32 (request, query tile) pairs, heaviest tile first.

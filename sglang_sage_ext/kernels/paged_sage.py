@@ -222,9 +222,8 @@ MAX_GRID_Y = 65535
 
 
 def too_many_tiles(plan: ExtendPlan) -> bool:
-    """Whether the batch may have more 64-row query tiles than the CUDA grid holds (an upper
-    bound from the host lengths: sum of ceil(n / 64) <= batch + tokens / 64)."""
-    return plan.batch + sum(plan.extend_lens) // 64 > MAX_GRID_Y
+    """Whether the batch may have more 64-row query tiles than the CUDA grid holds."""
+    return plan.tile_bound > MAX_GRID_Y
 
 
 def _sm90_or_triton(q, o, qo_indptr, kv_indptr, plan: ExtendPlan) -> str:

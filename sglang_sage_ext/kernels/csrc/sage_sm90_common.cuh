@@ -162,6 +162,11 @@ struct RowState {
 
 constexpr float kI2FBias = 12582912.f;  // the float whose bits are 0x4B400000
 
+// A key pair's scales and their bias terms (-kI2FBias times each), as softmax_scores takes them.
+__device__ __forceinline__ float4 with_bias(float2 scales) {
+  return make_float4(scales.x, scales.y, -kI2FBias * scales.x, -kI2FBias * scales.y);
+}
+
 // This thread's 32 key scales of a tile (columns 8j + 2(lane % 4) and the next), read from
 // shared memory where each pair is used (pinned there, which keeps register pressure down).
 // scale_bias(j): the pair's scales and -kI2FBias times them (computed: two FMULs per pair).
@@ -175,8 +180,7 @@ struct SmemKeyScales {
     return v;
   }
   __device__ __forceinline__ float4 scale_bias(int j) const {
-    const float2 v = get(j);
-    return make_float4(v.x, v.y, -kI2FBias * v.x, -kI2FBias * v.y);
+    return with_bias(get(j));
   }
 };
 
@@ -196,8 +200,7 @@ struct SmemKeyQuads {
                    : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
                    : "r"(at(j)));
     } else {
-      const float2 pair = scales(j);
-      v = make_float4(pair.x, pair.y, -kI2FBias * pair.x, -kI2FBias * pair.y);
+      v = with_bias(scales(j));
     }
     return v;
   }
@@ -217,7 +220,7 @@ struct RegKeyScalePairs {
     for (int j = 0; j < 16; ++j) v[j] = from.scales(j);
   }
   __device__ __forceinline__ float4 scale_bias(int j) const {
-    return make_float4(v[j].x, v[j].y, -kI2FBias * v[j].x, -kI2FBias * v[j].y);
+    return with_bias(v[j]);
   }
 };
 // head_dim 64: half of the quads; the other half is read where used, and those loads issue under
