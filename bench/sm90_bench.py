@@ -200,7 +200,8 @@ def speed(name, batch, out_rows):
         fns["sm90_fp8"] = lambda: lambda: batch.sage("sm90", plan, ws, "fp8")
         fns["sm90_1wg_attn_only"] = lambda: attn_only(sage_sm90.ONE_WG_FP16)
     for i, variant in enumerate(VARIANTS):
-        spec = dataclasses.replace(sage_sm90.WS_FP16, source=variant)
+        base = ws_smooth if variant_smooths_q(variant) else sage_sm90.WS_FP16
+        spec = dataclasses.replace(base, source=variant)
         fns[f"variant{i}_attn_only"] = lambda spec=spec: attn_only(spec)
     fns |= {
         "triton_fp16": lambda: lambda: batch.sage("triton", plan, ws),
@@ -242,6 +243,13 @@ SPEED = {
 
 
 VARIANTS: list[Path] = []
+
+
+def variant_smooths_q(variant: Path) -> bool:
+    """Whether a variant .cu is a Q-smoothing build (the file itself defines SAGE_Q_SMOOTH 1):
+    it is then launched with the Q-smoothing terms."""
+    text = variant.read_text()
+    return "#define SAGE_Q_SMOOTH 1" in text
 
 
 def check_line(r: dict) -> str:

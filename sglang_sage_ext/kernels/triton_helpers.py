@@ -65,5 +65,7 @@ def int32_to_f32_biased(x):
     """int32 -> fp32 plus I2F_BIAS, by integer add + bitcast: two full-rate ALU ops instead of
     I2F, which runs at quarter rate on sm80/sm90 and would compete with exp2 for the MUFU-class
     pipe. Exact for |x| < 2**22; an INT8 dot over D <= 256 stays below 127 * 127 * 256 < 2**22.
+    (The Hopper CUDA kernel converts with I2FP.F32.S32 instead, which ptxas emits for sm_90a and
+    which measured faster there: csrc/sage_sm90_softmax.cuh. Not re-measured for Triton.)
     """
     return (x + 0x4B400000).to(tl.float32, bitcast=True)

@@ -19,7 +19,7 @@
 //
 // Shared-memory tiles use the 128-byte swizzle that wgmma descriptors read: row r of a tile with
 // 128-byte rows keeps its 16-byte chunk c at chunk c ^ (r % 8); tiles are 1024-byte aligned.
-#include "sage_sm90_common.cuh"
+#include "sage_sm90_softmax.cuh"
 
 namespace {
 

@@ -14,14 +14,16 @@
 //   rescaling);
 // * setmaxnreg gives the consumers 240 registers and the producer 24;
 // * the softmax is what bounds this kernel (INT8 Q.K^T takes half of FA3's tensor time, while
-//   dequantizing scores adds two instructions per score), so work moves off it: the P.V wgmma
+//   dequantizing scores adds an I2FP and an FMUL per score), so work moves off it: the P.V wgmma
 //   also sums P (N = 136, eight rows of ones under each V tile), a tile's key scales are loaded
-//   before its turn, and wgmma descriptors are built once and offset.
+//   before its turn, and wgmma descriptors are built once and offset; at head_dim 64 and in the
+//   Q-smoothing build the exps do not wait for the tile's row max (sage_sm90_speculative.cuh).
 //
 // Inputs: the packed copies of the Triton pre-pass (`paged_prep_kernel`, BLOCKED layout) laid out
 // so that each tile is one contiguous, already swizzled block: INT8 K [Hkv, n_pad, 128 bytes]
 // with the 16-byte chunks of key row r at chunk c ^ (r % 8) (D = 64 fills the first four
-// chunks), per key pair a quad of fp32 (two scales, two bias terms -1.5 * 2^23 * scale), and
+// chunks), per key pair a quad of fp32 (two scales, then two bias terms -1.5 * 2^23 * scale that
+// only the biased-float A/B build reads, see kBiasedFloat), and
 // FP16 V^T in 64-key blocks [Hkv, n_pad / 64, D channels, 64 keys] with chunk c of channel row
 // d at c ^ (d % 8). A 128-key tile (D = 128) is then 16 KB of K, 1 KB of quads and 32 KB of V,
 // each copied verbatim into the 128-byte-swizzled tiles that the wgmma descriptors read.
@@ -29,6 +31,7 @@
 // past it. Built for head_dim 128 or 64 (SAGE_HEAD_DIM).
 // Semantics: SGLang's extend attention, bottom-right causal over a prefix.
 #include "sage_sm90_common.cuh"
+#include "sage_sm90_speculative.cuh"
 
 namespace {
 
@@ -258,7 +261,11 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
     named_arrive(other, 256);
     wgmma_wait<1>();  // Q.K^T(n+1) done; P.V(n) may still run
     fence_regs(s);
-    scores<false>(s, scales, SmemKeyScales{scq + ks * kCqBytes}, qs, st, n + 1, n_full, limit0);
+    if constexpr (kSpeculative)
+      scores_speculative(s, scales, SmemKeyScales{scq + ks * kCqBytes}, qs, st, n + 1, n_full, limit0,
+                         ScoreTiles{smem_addr(sq), sk + ks * kKBytes, sks + ks * kQuadBytes, row0});
+    else
+      scores<false>(s, scales, SmemKeyScales{scq + ks * kCqBytes}, qs, st, n + 1, n_full, limit0);
     release(bars.empty_k(ks));
     wgmma_wait<0>();
     fence_regs(o);

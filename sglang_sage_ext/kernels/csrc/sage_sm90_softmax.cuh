@@ -1,0 +1,185 @@
+// The online softmax of one score tile for the Hopper Sage kernels: INT32 scores -> floats
+// with per-key scales (dequant_score), the key scales' layouts in shared memory and registers,
+// and softmax_scores, which finds a tile's row max before its exps (the speculative variant:
+// sage_sm90_speculative.cuh). Parameters and the rest of the pipeline: sage_sm90_common.cuh.
+#pragma once
+#include "sage_sm90_common.cuh"
+
+namespace {
+
+__device__ __forceinline__ float int_as_biased_float(int x) {
+  return __int_as_float(x + 0x4B400000);  // == float(x) + 12582912 for |x| < 2^22
+}
+
+constexpr float kI2FBias = 12582912.f;  // the float whose bits are 0x4B400000
+
+#ifndef SAGE_AB_BIASED_FLOAT
+#define SAGE_AB_BIASED_FLOAT 0
+#endif
+// How an INT32 score becomes a float times its key's scale: I2FP.F32.S32 and one FMUL (the
+// default), or (A/B, bench/variants/ab_previous.cu, the code before 2026-11-28) an integer
+// add into a biased float and one FFMA with a bias term per key (-kI2FBias * scale), which costs
+// an IADD per score and two FMULs per key pair: I2FP runs on the ALU pipe, not at MUFU's quarter
+// rate as Triton's I2F did. I2FP is also exact where the bias term was rounded.
+constexpr bool kBiasedFloat = SAGE_AB_BIASED_FLOAT;
+
+// Score e of a key pair in log2 units (before the query scale).
+__device__ __forceinline__ float dequant_score(int s, float4 sb, int e) {
+  if constexpr (kBiasedFloat) return fmaf(int_as_biased_float(s), (e & 1) ? sb.y : sb.x, (e & 1) ? sb.w : sb.z);
+  return __int2float_rn(s) * ((e & 1) ? sb.y : sb.x);
+}
+
+// A key pair's scales and their bias terms (-kI2FBias times each), as softmax_scores takes them.
+__device__ __forceinline__ float4 with_bias(float2 scales) {
+  return make_float4(scales.x, scales.y, -kI2FBias * scales.x, -kI2FBias * scales.y);
+}
+
+// This thread's 32 key scales of a tile (columns 8j + 2(lane % 4) and the next), read from
+// shared memory where each pair is used (pinned there, which keeps register pressure down).
+// scale_bias(j): the pair's scales and -kI2FBias times them (computed: two FMULs per pair).
+struct SmemKeyScales {
+  uint32_t addr;  // the tile's first scale
+  __device__ __forceinline__ float2 get(int j) const {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
+                 : "=f"(v.x), "=f"(v.y)
+                 : "r"(addr + (8 * j + 2 * (threadIdx.x & 3)) * 4));
+    return v;
+  }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    return with_bias(get(j));
+  }
+};
+
+// The same pairs in the BLOCKED layout's quads (ks[2i], ks[2i+1], -kI2FBias ks[2i],
+// -kI2FBias ks[2i+1]), written by the pre-pass. With the biased-float conversion, head_dim 64
+// read the stored bias terms (+8-9 %), head_dim 128 computed them; with I2FP only the scales are
+// read.
+constexpr bool kStoredBias = kBiasedFloat && kHeadDim == 64;
+struct SmemKeyQuads {
+  uint32_t addr;  // the tile's first quad
+  __device__ __forceinline__ uint32_t at(int j) const { return addr + (4 * j + (threadIdx.x & 3)) * 16; }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    float4 v;
+    if constexpr (kStoredBias) {
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                   : "r"(at(j)));
+    } else {
+      v = with_bias(scales(j));
+    }
+    return v;
+  }
+  __device__ __forceinline__ float2 scales(int j) const {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(at(j)));
+    return v;
+  }
+};
+
+// ... or loaded into registers ahead of time, off the softmax's path (measured 2-5 % faster).
+// The 16 scale pairs (bias terms, for the biased-float A/B build, computed where used).
+struct RegKeyScalePairs {
+  float2 v[16];
+  __device__ __forceinline__ void load(SmemKeyQuads from) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = from.scales(j);
+  }
+  __device__ __forceinline__ float4 scale_bias(int j) const {
+    return with_bias(v[j]);
+  }
+};
+// Biased-float A/B build, head_dim 64: half of the quads; the other half is read where used, and
+// those loads issue under the first half's work. All 16 quads would not fit: O, the scores and
+// P's fragments already take most of a consumer's 240 registers (ptxas spilled).
+struct RegKeyQuadsHalf {
+  static constexpr int kHeld = 8;
+  float4 v[kHeld];
+  SmemKeyQuads rest;
+  __device__ __forceinline__ void load(SmemKeyQuads from) {
+    rest = from;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) v[j] = from.scale_bias(j);
+  }
+  __device__ __forceinline__ float4 scale_bias(int j) const { return j < kHeld ? v[j] : rest.scale_bias(j); }
+};
+using RegKeyScales = std::conditional_t<kStoredBias, RegKeyQuadsHalf, RegKeyScalePairs>;
+
+// Scores of one tile -> unnormalised probabilities in place (s reinterpreted as float). The
+// running max moves only when some row of the warp grew by more than 8 (log2 units), so O is
+// rescaled rarely (FlashAttention-4's conditional rescaling); P <= 2^8 stays exact in fp16.
+// kSumP: this thread sums its P values into st.l (else the P.V wgmma sums them, see
+// wgmma_pv_f16_n136, and st.l stays unused).
+// With Q smoothing, `cq2` holds the tile's c_j (same layout as the key scales) and the scores
+// are finished here, x = x qs + c_j; otherwise qs is applied inside the exponent's FMA.
+template <bool Masked, bool kSumP, typename KeyScales>
+__device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks2, SmemKeyScales cq2,
+                                               const float (&qs)[2], RowState& st, int n0, int limit0) {
+  const int t4 = threadIdx.x & 3;
+  float* t = reinterpret_cast<float*>(s);
+  // Four partial maxima / sums per row: short dependency chains (two warps per scheduler
+  // cannot hide a 32-long chain of dependent FMNMX or FADD).
+  float mx4[2][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) mx4[i >> 2][i & 3] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const float4 sb = ks2.scale_bias(j);  // two keys' scales and their bias terms
+    const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = dequant_score(s[4 * j + e], sb, e);
+      if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
+      if (Masked) {
+        const int key = n0 + 8 * j + 2 * t4 + (e & 1);
+        if (key > limit0 + ((e >> 1) << 3)) x = -INFINITY;
+      }
+      t[4 * j + e] = x;
+      mx4[e >> 1][j & 3] = fmaxf(mx4[e >> 1][j & 3], x);
+    }
+  }
+  float mx[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) mx[r] = fmaxf(fmaxf(mx4[r][0], mx4[r][1]), fmaxf(mx4[r][2], mx4[r][3]));
+  bool grow = false;
+  float m_new[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+    m_new[r] = fmaxf(st.m[r], kQSmooth ? mx[r] : mx[r] * qs[r]);
+    grow |= m_new[r] > st.m[r] + kMaxLag;
+  }
+  st.rescale = __any_sync(0xffffffff, grow);
+  float neg_m[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (st.rescale) {
+      st.alpha[r] = exp2f(st.m[r] - m_new[r]);
+      st.m[r] = m_new[r];
+      st.l[r] *= st.alpha[r];
+    }
+    neg_m[r] = kLog2PScale - st.m[r];
+  }
+  float l4[2][4] = {};
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    t[i] = exp2f(kQSmooth ? t[i] + neg_m[i >> 1 & 1] : fmaf(t[i], qs[i >> 1 & 1], neg_m[i >> 1 & 1]));
+    if constexpr (kSumP) l4[i >> 1 & 1][(i >> 2) & 3] += t[i];
+  }
+  if constexpr (kSumP) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) st.l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
+  }
+}
+
+template <bool kSumP, typename KeyScales>
+__device__ __forceinline__ void scores(int (&s)[64], const KeyScales& ks, SmemKeyScales cq,
+                                       const float (&qs)[2], RowState& st, int n, int n_full, int limit0) {
+  if (n < n_full)
+    softmax_scores<false, kSumP>(s, ks, cq, qs, st, n * kBlockN, limit0);
+  else
+    softmax_scores<true, kSumP>(s, ks, cq, qs, st, n * kBlockN, limit0);
+}
+
+}  // namespace
