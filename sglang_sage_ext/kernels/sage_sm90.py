@@ -32,8 +32,6 @@ logger = logging.getLogger("sglang_sage_ext")
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCE = CSRC / "sage_sm90.cu"
-#: Head dims some Hopper kernel is built for (`Spec.head_dims` says which P·V mode has which).
-HEAD_DIMS = (64, 128)
 NVCC_FLAGS = ("-cubin", "-gencode", "arch=compute_90a,code=sm_90a", "-O3", "--use_fast_math")
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 

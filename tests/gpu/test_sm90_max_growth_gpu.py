@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from tests.gpu.test_sage_extend_kernel_gpu import _reference
+from tests.gpu.test_sage_llm_inputs_gpu import kernels_here
 
 pytestmark = [
     pytest.mark.gpu,
@@ -30,16 +31,6 @@ pytestmark = [
 JUMPS = {"lag": (4.0, 40.0), "overflow": (8.0, 120.0)}  # (query component, spike key norm)
 REL_L2_MAX = 1.5e-2
 EXT, HQ, HKV, PAD_ROWS = 1000, 8, 2, 4
-
-
-def _kernels() -> list[str]:
-    """The kernels to test (evaluated at collection: without CUDA the module is skipped)."""
-    if not torch.cuda.is_available():
-        return ["triton"]
-    from sglang_sage_ext.kernels import sage_sm90
-
-    built = sage_sm90.problem(torch.device("cuda"), 128) is None
-    return ["triton", "sm90"] if built else ["triton"]
 
 
 def _spiked_inputs(d: int, pre: int, jump: str, seed: int):
@@ -66,7 +57,7 @@ def _spiked_inputs(d: int, pre: int, jump: str, seed: int):
     return q, k, v, kb, vb, qo, kvp, kvi
 
 
-@pytest.mark.parametrize("kernel", _kernels())
+@pytest.mark.parametrize("kernel", kernels_here())
 @pytest.mark.parametrize("jump", sorted(JUMPS))
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("q_smooth", ["off", "on"])

@@ -29,6 +29,19 @@ __device__ __forceinline__ float dequant_score(int s, float4 sb, int e) {
   return __int2float_rn(s) * ((e & 1) ? sb.y : sb.x);
 }
 
+// Score e (rows row0 + 8 (e >> 1), key key0 + (e & 1)) of a key pair, finished as both softmax
+// variants take it: dequantized; with Q smoothing times qs plus c_j (`c`: the pair's c_j);
+// -inf where the bottom-right causal mask hides the key from the row (`limit0`: row0's last
+// visible key).
+template <bool Masked>
+__device__ __forceinline__ float finished_score(int s, float4 sb, float2 c, const float (&qs)[2], int e, int key0,
+                                                int limit0) {
+  float x = dequant_score(s, sb, e);
+  if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
+  if (Masked && key0 + (e & 1) > limit0 + ((e >> 1) << 3)) x = -INFINITY;
+  return x;
+}
+
 // A key pair's scales and their bias terms (-kI2FBias times each), as softmax_scores takes them.
 __device__ __forceinline__ float4 with_bias(float2 scales) {
   return make_float4(scales.x, scales.y, -kI2FBias * scales.x, -kI2FBias * scales.y);
@@ -128,12 +141,7 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
     const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float x = dequant_score(s[4 * j + e], sb, e);
-      if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
-      if (Masked) {
-        const int key = n0 + 8 * j + 2 * t4 + (e & 1);
-        if (key > limit0 + ((e >> 1) << 3)) x = -INFINITY;
-      }
+      const float x = finished_score<Masked>(s[4 * j + e], sb, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
       t[4 * j + e] = x;
       mx4[e >> 1][j & 3] = fmaxf(mx4[e >> 1][j & 3], x);
     }

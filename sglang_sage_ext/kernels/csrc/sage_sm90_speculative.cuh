@@ -89,12 +89,7 @@ __device__ __forceinline__ void softmax_speculative(int (&s)[64], const KeyScale
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int r = e >> 1;
-      float x = dequant_score(s[4 * j + e], sb, e);
-      if constexpr (kQSmooth) x = fmaf(x, qs[r], (e & 1) ? c.y : c.x);
-      if (Masked) {
-        const int key = n0 + 8 * j + 2 * t4 + (e & 1);
-        if (key > limit0 + (r << 3)) x = -INFINITY;
-      }
+      const float x = finished_score<Masked>(s[4 * j + e], sb, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
       mx4[r][j & 3] = fmaxf(mx4[r][j & 3], x);
       t[4 * j + e] = exp2f(kQSmooth ? x + neg_m[r] : fmaf(x, qs[r], neg_m[r]));
     }
