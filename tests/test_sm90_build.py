@@ -187,6 +187,25 @@ def test_layout_problems_are_named():
     assert sage_sm90.layout_problem(odd, q, i32, i32) == "q rows are not 16-byte aligned"
 
 
+def test_a_phase_trace_is_for_fp16_pv_only():
+    # the trace buffer takes vmax's place in the parameter block: both at once is refused
+    t = torch.zeros(4)
+    with pytest.raises(ValueError, match="phase trace"):
+        sage_sm90.launch(t, t, t, t, t, t, t, t, t, 0.1, vmax=t, trace=t)
+
+
+@pytest.mark.skipif(sage_sm90.find_nvcc() is None, reason="needs nvcc")
+@pytest.mark.release_independent  # nvcc only (tests/_selection.py)
+def test_the_phase_trace_build_compiles(cache):
+    """bench/variants/trace_phases.cu (bench/sm90_trace.py) still builds against the kernel."""
+    variant = sage_sm90.CSRC.parents[2] / "bench" / "variants" / "trace_phases.cu"
+    if not variant.is_file():
+        pytest.skip("no bench/ beside the package (installed wheel)")
+    spec = dataclasses.replace(sage_sm90.WS_FP16, source=variant)
+    path, seconds = sage_sm90.build_cubin(spec=spec)
+    assert seconds > 0 and spec.entry + b"_smem_bytes" in path.read_bytes()
+
+
 def test_driver_errors_carry_a_name_or_say_unknown():
     pattern = r"cuModuleLoadData failed with CUDA driver error 209 \(\w+\)"
     with pytest.raises(RuntimeError, match=pattern):

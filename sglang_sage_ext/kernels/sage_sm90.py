@@ -310,6 +310,7 @@ def launch(
     spec: Spec | None = None,
     vmax: torch.Tensor | None = None,
     q_terms: tuple[torch.Tensor, torch.Tensor] | None = None,
+    trace: torch.Tensor | None = None,
 ) -> None:
     """One launch over a (query heads, `tiles`) grid (the plan's `spec.block_m` tile map,
     heaviest first; at most 65535 tiles): the kernel maps block indices so that one kv head's
@@ -319,8 +320,12 @@ def launch(
     PERMUTE_V key order; without it `vq` is FP16 V^T. `q_terms` (the pre-pass's q_mean
     [B, Hq, D] and c_j [Hq, n_pad], fp32) selects Q smoothing. `spec` (default: the kernel of
     those modes) must match the layout the pre-pass wrote (`spec.blocked`) and the modes.
+    `trace` (bench/sm90_trace.py): an int64 buffer that a build with SAGE_TRACE fills with its
+    phase marks (it takes the place of `vmax`, which FP16 P·V does not read).
     """
     pv_fp8 = vmax is not None
+    if trace is not None and pv_fp8:
+        raise ValueError("a phase trace takes the place of vmax: FP16 P·V only")
     spec = spec or spec_for(pv_fp8, q_terms is not None, q.shape[2])
     if (spec.pv_fp8, spec.q_smooth, spec.head_dim) != (pv_fp8, q_terms is not None, q.shape[2]):
         raise ValueError(f"kernel {spec.entry.decode()} (fp8 {spec.pv_fp8}, Q smoothing "
@@ -334,7 +339,8 @@ def launch(
         qo_indptr.data_ptr(), kv_indptr.data_ptr(), blk_indptr.data_ptr(), tiles.data_ptr(),
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), qk_scale, q.shape[1] // hkv, n_pad,
         int(qo_indptr.dtype == torch.int64), int(kv_indptr.dtype == torch.int64),
-        int(q.dtype == torch.bfloat16), vmax.data_ptr() if pv_fp8 else None,
+        int(q.dtype == torch.bfloat16),
+        vmax.data_ptr() if pv_fp8 else (trace.data_ptr() if trace is not None else None),
         qmean.data_ptr() if qmean is not None else None, cq.data_ptr() if cq is not None else None,
     )  # fmt: skip
     args = (ctypes.c_void_p * 1)(ctypes.addressof(params))

@@ -57,6 +57,50 @@ constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // 3 + w = consumer w's Q tile is written.
 constexpr int kTurnBarrier = 1, kQBarrier = 3;
 
+#ifndef SAGE_TRACE
+#define SAGE_TRACE 0
+#endif
+// Phase trace (bench/sm90_trace.py builds bench/variants/trace_phases.cu, which sets it): thread 0
+// of each consumer writes where its CTA's time went into p.vmax, which FP16 P.V leaves unused, as
+// u64 [CTA][consumer][kTraceSlots]: 0 SM id, 1 n_tiles | pid_m << 32, 2/3 globaltimer at entry and
+// exit, 4..10 clock64 at entry, consumer start, Q ready, first scores, first tile done, main loop
+// done, exit. Compiled out otherwise (the shipped builds' SASS is unchanged).
+constexpr bool kTrace = SAGE_TRACE;
+constexpr int kTraceSlots = 12;
+struct TraceStart {
+  long long clock = 0;
+  unsigned long long time = 0;
+};
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ TraceStart trace_start() {
+  TraceStart t;
+  if constexpr (kTrace) {
+    t.clock = clock64();
+    t.time = global_ns();
+  }
+  return t;
+}
+struct PhaseTrace {
+  unsigned long long* slot = nullptr;  // this consumer's slots when it records
+  __device__ __forceinline__ PhaseTrace(const Params& p, int cw, int ctid) {
+    if constexpr (kTrace) {
+      if (ctid == 0)
+        slot = reinterpret_cast<unsigned long long*>(const_cast<float*>(p.vmax)) +
+               ((long long)(blockIdx.x + gridDim.x * blockIdx.y) * kConsumers + cw) * kTraceSlots;
+    }
+  }
+  __device__ __forceinline__ void put(int i, unsigned long long v) const {
+    if constexpr (kTrace) {
+      if (slot) slot[i] = v;
+    }
+  }
+  __device__ __forceinline__ void clock(int i) const { put(i, clock64()); }
+};
+
 // Shared-memory map, from a 1024-byte-aligned base.
 constexpr int kOffQ = 0;
 constexpr int kOffK = kOffQ + kConsumers * kQTileBytes;
@@ -208,8 +252,19 @@ __device__ __forceinline__ void fill_ones_rows(uint8_t* smem) {
 // One consumer warpgroup (cw = 0 or 1): rows 64cw..64cw+63 of the CTA's query tile.
 template <typename InT>
 __device__ __forceinline__ void consume(const Params& p, const Work& w, const Barriers& bars, int cw,
-                                        uint8_t* smem, uint32_t sk, uint32_t sv, uint32_t sks, uint32_t scq) {
+                                        uint8_t* smem, uint32_t sk, uint32_t sv, uint32_t sks, uint32_t scq,
+                                        TraceStart t0) {
   const int ctid = threadIdx.x - 128 * (cw + 1), warp = ctid >> 5, lane = ctid & 31;
+  const PhaseTrace trace(p, cw, ctid);
+  if constexpr (kTrace) {
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    trace.put(0, smid);
+    trace.put(1, (unsigned long long)w.n_tiles | ((unsigned long long)w.pid_m << 32));
+    trace.put(2, t0.time);
+    trace.put(4, t0.clock);
+    trace.clock(5);
+  }
   uint8_t* sq = smem + kOffQ + cw * kQTileBytes;
   float* sqs = reinterpret_cast<float*>(smem + kOffQs) + 64 * cw;
   const long long q_row0 = w.q_start + (long long)w.pid_m * kBlockM + 64 * cw;
@@ -217,6 +272,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   quantize_q<InT>(p, q_row0, rows, w.b, w.hq, sq, sqs, ctid);
   fence_async_smem();
   named_sync(kQBarrier + cw, 128);
+  trace.clock(6);
 
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows: row0 and row0 + 8
   const float qs[2] = {sqs[row0], sqs[row0 + 8]};
@@ -241,9 +297,11 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   named_arrive(other, 256);
   wgmma_wait<0>();
   fence_regs(s);
+  trace.clock(7);
   scores<false>(s, SmemKeyQuads{sks}, SmemKeyScales{scq}, qs, st, 0, n_full, limit0);
   release(bars.empty_k(0));
   finish_tile<false>(s, o, o, pa, st);
+  trace.clock(8);
 
   // Steady state: P.V(n) overlaps Q.K^T + softmax of tile n+1 (no wgmma under a branch).
   for (int n = 0; n + 1 < w.n_tiles; ++n) {
@@ -273,6 +331,7 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
     release(bars.empty_v(vs));
     finish_tile<false>(s, o, o, pa, st);
   }
+  trace.clock(9);
   const int vs = (w.n_tiles - 1) % kStages;
   mbar_wait(bars.full_v(vs), ((w.n_tiles - 1) / kStages) & 1);
   named_sync(mine, 256);
@@ -284,10 +343,13 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   wgmma_wait<0>();
   fence_regs(o);
   store_out<InT, kON>(p, o, st, q_row0, rows, w.hq, row0, w.b, w.hk);
+  trace.clock(10);
+  if constexpr (kTrace) trace.put(3, global_ns());
 }
 
 template <typename InT>
 __device__ __forceinline__ void attention(const Params& p) {
+  const TraceStart t0 = trace_start();
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_addr(smem_raw);
   uint8_t* smem = smem_raw + ((1024 - (raw & 1023)) & 1023);
@@ -313,7 +375,7 @@ __device__ __forceinline__ void attention(const Params& p) {
     produce(w, bars, sk, sv, sks, scq);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-    consume<InT>(p, w, bars, wg - 1, smem, sk, sv, sks, scq);
+    consume<InT>(p, w, bars, wg - 1, smem, sk, sv, sks, scq, t0);
   }
 }
 
