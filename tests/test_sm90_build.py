@@ -185,6 +185,7 @@ def test_layout_problems_are_named():
     assert "indptr" in sage_sm90.layout_problem(q, q, i32.float(), i32)
     odd = torch.zeros(8, 4 * 128 + 1, dtype=torch.bfloat16)[:, 1:].view(8, 4, 128)
     assert sage_sm90.layout_problem(odd, q, i32, i32) == "q rows are not 16-byte aligned"
+    assert sage_sm90.layout_problem(q, odd, i32, i32) == "o rows are not 16-byte aligned"
 
 
 def test_a_phase_trace_is_for_fp16_pv_only():

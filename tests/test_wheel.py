@@ -34,8 +34,9 @@ def dist(tmp_path_factory) -> Path:
 
 # bytes; raw logs, tarballs and big data stay in git (pyproject.toml). 318 KB on 2026-11-27
 # with the Hopper CUDA kernel's source and its tests, 353 KB on 2026-11-28 (Q smoothing in that
-# kernel, its tests, results READMEs); a raw device log would add megabytes.
-SDIST_LIMIT = 420_000
+# kernel, its tests, results READMEs), 426 KB later that day (the kernel's phase trace and
+# bench/sm90_trace.py, two more results READMEs); a raw device log would add megabytes.
+SDIST_LIMIT = 480_000
 
 
 def test_wheel_and_sdist_contents(dist):

@@ -283,7 +283,8 @@ def problem(
 def layout_problem(
     q: torch.Tensor, o: torch.Tensor, qo_indptr: torch.Tensor, kv_indptr: torch.Tensor
 ) -> str | None:
-    """Why the kernel (16-byte loads of Q rows) cannot read these tensors, or None."""
+    """Why the kernels (16-byte loads of Q rows, 16-byte stores of O rows) cannot use these
+    tensors, or None."""
     if q.dtype not in (torch.bfloat16, torch.float16) or o.dtype != q.dtype:
         return f"q/o dtypes {q.dtype}/{o.dtype} (bf16 or fp16, equal)"
     if {qo_indptr.dtype, kv_indptr.dtype} - {torch.int32, torch.int64}:
@@ -291,8 +292,8 @@ def layout_problem(
     size = q.element_size()
     if q.data_ptr() % 16 or (q.stride(0) * size) % 16 or (q.stride(1) * size) % 16:
         return "q rows are not 16-byte aligned"
-    if o.data_ptr() % 4 or (o.stride(0) * size) % 4 or (o.stride(1) * size) % 4:
-        return "o rows are not 4-byte aligned"
+    if o.data_ptr() % 16 or (o.stride(0) * size) % 16 or (o.stride(1) * size) % 16:
+        return "o rows are not 16-byte aligned"  # the warp-specialized kernel stores 16 bytes
     return None
 
 

@@ -80,6 +80,19 @@ __device__ __forceinline__ long long load_indptr(const void* p, int i, int is64)
   return is64 ? reinterpret_cast<const long long*>(p)[i] : reinterpret_cast<const int*>(p)[i];
 }
 
+// Four floats in [-127.5, 127.5] -> four int8 rounded to nearest (ties to even, as F2I.RN), packed
+// into a word. Adding 1.5 * 2^23 leaves a float's integer part in the low bits of the sum's
+// mantissa (two's complement in its low byte), so each value costs one FFMA (x * inv + 1.5 * 2^23)
+// and three PRMTs serve four: F2I runs at a quarter of the ALU rate, and the 64 per thread kept
+// the tensor cores waiting at every CTA's start (bench/results/sm90-overhead-h200-2026-11-28).
+__device__ __forceinline__ uint32_t int8x4_rn(const float* x, float inv) {
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23
+  uint32_t u[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) u[i] = __float_as_uint(fmaf(x[i], inv, kRound));
+  return __byte_perm(__byte_perm(u[0], u[1], 0x0040), __byte_perm(u[2], u[3], 0x0040), 0x5410);
+}
+
 // Q tile -> INT8 in swizzled shared memory, one scale per row. Two threads per row, D / 2
 // channels each (16-byte loads); rows past the request are zeros. `tid`: the thread's index in
 // its warpgroup. With Q smoothing the request's mean query (`b`: the request) is subtracted
@@ -89,6 +102,9 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
                                            uint8_t* sq, float* sqs, int tid) {
   constexpr int kHalf = kHeadDim / 2;  // channels per thread
   const int row = tid >> 1, half = tid & 1;
+  // v holds q, or with Q smoothing q * qk_scale - q_mean; `unit` takes v to log2 units, folded
+  // into the scale instead of one FMUL per channel.
+  const float unit = kQSmooth ? 1.f : p.qk_scale;
   float v[kHalf];
   if (row < rows) {
     const InT* src = reinterpret_cast<const InT*>(p.q) + (q_row0 + row) * p.stride_qn +
@@ -100,12 +116,12 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
       uint4 raw = reinterpret_cast<const uint4*>(src)[c];
       const InT* e = reinterpret_cast<const InT*>(&raw);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[c * 8 + i] = float(e[i]) * p.qk_scale;
+      for (int i = 0; i < 8; ++i) v[c * 8 + i] = float(e[i]);
       if constexpr (kQSmooth) {
         const float4 m0 = qm[2 * c], m1 = qm[2 * c + 1];
         const float m[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
 #pragma unroll
-        for (int i = 0; i < 8; ++i) v[c * 8 + i] -= m[i];
+        for (int i = 0; i < 8; ++i) v[c * 8 + i] = fmaf(v[c * 8 + i], p.qk_scale, -m[i]);
       }
     }
   } else {
@@ -116,21 +132,13 @@ __device__ __forceinline__ void quantize_q(const Params& p, long long q_row0, in
 #pragma unroll
   for (int i = 0; i < kHalf; ++i) amax = fmaxf(amax, fabsf(v[i]));
   amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, 1));
-  const float scale = fmaxf(amax, 1e-12f) / 127.f;
-  const float inv = 1.f / scale;
+  const float scale = fmaxf(amax * unit, 1e-12f) / 127.f;  // of the row in log2 units
+  const float inv = unit / scale;
 #pragma unroll
   for (int c = 0; c < kHalf / 16; ++c) {
     uint32_t w[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      uint32_t packed = 0;
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        int x = __float2int_rn(v[c * 16 + k * 4 + b] * inv);
-        packed |= (uint32_t(x) & 0xFF) << (8 * b);
-      }
-      w[k] = packed;
-    }
+    for (int k = 0; k < 4; ++k) w[k] = int8x4_rn(v + c * 16 + k * 4, inv);
     *reinterpret_cast<uint4*>(sq + swizzle(row, half * (kHalf / 16) + c)) = make_uint4(w[0], w[1], w[2], w[3]);
   }
   if (half == 0) sqs[row] = scale;
@@ -229,6 +237,18 @@ __device__ __forceinline__ void issue_pv(float (&acc)[64], uint32_t (&pa)[kPvSte
   wgmma_commit();
 }
 
+// Two output values in q/o's dtype, packed as they are stored.
+template <typename InT>
+__device__ __forceinline__ uint32_t pack_out(float x, float y) {
+  if constexpr (std::is_same<InT, __nv_bfloat16>::value) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+}
+
 // O / l -> q/o dtype. With N == D / 2 + 4, l is O's column D (the P.V wgmma's row sums,
 // wgmma_pv_f16_n136 / _n72), else this quad's partial sums in st.l.
 template <typename InT, int N>
@@ -266,11 +286,46 @@ __device__ __forceinline__ void store_out(const Params& p, const float (&o)[N], 
     for (int j = 0; j < kCols; ++j) {
       const float x = o[4 * j + 2 * r] * inv_l * v_scale[j].x;
       const float y = o[4 * j + 2 * r + 1] * inv_l * v_scale[j].y;
-      if constexpr (std::is_same<InT, __nv_bfloat16>::value)
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j + 2 * t4) = __floats2bfloat162_rn(x, y);
-      else
-        *reinterpret_cast<__half2*>(dst + 8 * j + 2 * t4) = __floats2half2_rn(x, y);
+      *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * t4) = pack_out<InT>(x, y);
     }
+  }
+}
+
+// O / l of one warp's 16 rows (its fragments of an m64 accumulator with the row sums in column
+// D, as wgmma_pv_f16_n136 / _n72 leave them) through `stage`, 2 KB of shared memory this warp
+// alone uses: 64 columns per pass, written as 4-byte pairs into 128-byte rows whose 16-byte
+// chunks are swizzled by row (conflict-free both ways), read back as 16-byte pieces that eight
+// lanes store as one contiguous 128-byte run. 8 16-byte stores a thread at D = 128 instead of 32
+// 4-byte ones, each of which touched eight rows. `warp_row0`: the warp's first row in the
+// warpgroup's 64.
+template <typename InT, int N>
+__device__ __forceinline__ void store_out_staged(const Params& p, const float (&o)[N], long long q_row0, int rows,
+                                                 int hq, int warp_row0, uint8_t* stage) {
+  static_assert(N == kHeadDim / 2 + 4, "the row sums sit in O's column D");
+  const int lane = threadIdx.x & 31, t4 = lane & 3, r_in = lane >> 2;
+  const float inv_l[2] = {1.f / o[kHeadDim / 2], 1.f / o[kHeadDim / 2 + 2]};
+  InT* out = reinterpret_cast<InT*>(p.o) + (q_row0 + warp_row0) * p.stride_on + (long long)hq * p.stride_oh;
+#pragma unroll
+  for (int pass = 0; pass < kHeadDim / 64; ++pass) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = r_in + 8 * r;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        const int j = 8 * pass + c;  // n8 block: columns 8j + 2 t4, + 1
+        const uint32_t v = pack_out<InT>(o[4 * j + 2 * r] * inv_l[r], o[4 * j + 2 * r + 1] * inv_l[r]);
+        *reinterpret_cast<uint32_t*>(stage + row * 128 + ((c ^ (row & 7)) << 4) + 4 * t4) = v;
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int it = 0; it < 4; ++it) {
+      const int row = 4 * it + (lane >> 3), c = lane & 7;
+      const uint4 v = *reinterpret_cast<const uint4*>(stage + row * 128 + ((c ^ (row & 7)) << 4));
+      if (warp_row0 + row < rows)
+        *reinterpret_cast<uint4*>(out + row * p.stride_on + 64 * pass + 8 * c) = v;
+    }
+    __syncwarp();
   }
 }
 

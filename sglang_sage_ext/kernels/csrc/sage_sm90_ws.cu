@@ -57,6 +57,11 @@ constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // 3 + w = consumer w's Q tile is written.
 constexpr int kTurnBarrier = 1, kQBarrier = 3;
 
+#ifndef SAGE_AB_DIRECT_STORE
+#define SAGE_AB_DIRECT_STORE 0
+#endif
+constexpr int kOStageBytes = kQTileBytes / 4;  // a consumer warp's quarter of its Q tile: O's 16 rows
+static_assert(kOStageBytes == 16 * 128, "store_out_staged stages 16 rows of 128 bytes");
 #ifndef SAGE_TRACE
 #define SAGE_TRACE 0
 #endif
@@ -342,7 +347,11 @@ __device__ __forceinline__ void consume(const Params& p, const Work& w, const Ba
   if (cw == 0) named_arrive(other, 256);  // consumer 1's last turn; consumer 0 has none left
   wgmma_wait<0>();
   fence_regs(o);
+#if SAGE_AB_DIRECT_STORE  // A/B: 4-byte stores straight from the fragments (the store before)
   store_out<InT, kON>(p, o, st, q_row0, rows, w.hq, row0, w.b, w.hk);
+#else  // staged through this warp's quarter of its Q tile, free once the last Q.K^T is done
+  store_out_staged<InT, kON>(p, o, q_row0, rows, w.hq, 16 * warp, sq + kOStageBytes * warp);
+#endif
   trace.clock(10);
   if constexpr (kTrace) trace.put(3, global_ns());
 }
