@@ -163,6 +163,28 @@ def cudnn_call(batch):
     return run
 
 
+def attention_launch(batch, plan, ws, spec, pack=True, **launch_kw):
+    """The sm90 attention launch alone, as a callable, over the K/V (and Q smoothing's terms)
+    that one whole call first packs in spec's layout (`pack=False`: an earlier call did).
+    `launch_kw` goes on to `sage_sm90.launch` (bench/sm90_trace.py passes `trace`)."""
+    from sglang_sage_ext.kernels import sage_sm90
+
+    d = batch.d
+    spec = dataclasses.replace(spec, head_dim=d)
+    if pack:
+        batch.sage("sm90", plan, ws, spec=spec, q_smooth="on" if spec.q_smooth else "off")
+    b, dev = len(batch.ext), batch.q.device
+    kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, d, b, False, dev, spec.blocked)
+    terms = None
+    if spec.q_smooth:  # (qmean, cq), as launch takes them
+        terms = ws.q_smooth_buffers(batch.hq, plan.n_pad, d, b, dev)[::-1]
+    tiles = plan.tiles(spec.block_m)
+    return lambda: sage_sm90.launch(
+        batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
+        tiles, d**-0.5 * LOG2E, spec=spec, q_terms=terms, **launch_kw,
+    )  # fmt: skip
+
+
 def speed(name, batch, out_rows):
     from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
@@ -174,20 +196,7 @@ def speed(name, batch, out_rows):
     d = batch.d
 
     def attn_only(spec):
-        """The attention launch alone, after one whole call has packed K/V (and Q smoothing's
-        terms) in spec's layout."""
-        spec = dataclasses.replace(spec, head_dim=d)
-        batch.sage("sm90", plan, ws, spec=spec, q_smooth="on" if spec.q_smooth else "off")
-        b, dev = len(batch.ext), batch.q.device
-        kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, d, b, False, dev, spec.blocked)
-        terms = None
-        if spec.q_smooth:  # (qmean, cq), as launch takes them
-            terms = ws.q_smooth_buffers(batch.hq, plan.n_pad, d, b, dev)[::-1]
-        tiles = plan.tiles(spec.block_m)
-        return lambda: sage_sm90.launch(
-            batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr,
-            tiles, d**-0.5 * LOG2E, spec=spec, q_terms=terms,
-        )  # fmt: skip
+        return attention_launch(batch, plan, ws, spec)
 
     ws_smooth = sage_sm90.spec_for(False, q_smooth=True)
     fns = {

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
-from sm90_bench import LOG2E, SPEED, Batch
+from sm90_bench import SPEED, Batch, attention_launch
 from triton.testing import do_bench
 
 VARIANT = Path(__file__).with_name("variants") / "trace_phases.cu"
@@ -40,21 +40,18 @@ PHASES = {  # name: (from slot, to slot)
 
 
 def launches(batch: Batch):
-    """(shipped launch, traced launch, trace buffer) of the attention alone, K/V packed once."""
+    """(shipped launch, traced launch, trace buffer) of the attention alone, K/V packed once
+    (by the shipped kernel: a traced build launched without a buffer would write through null)."""
     from sglang_sage_ext.kernels import sage_sm90
     from sglang_sage_ext.kernels.paged_plan import Workspace, plan_extend
 
     plan, ws = plan_extend(batch.ext, batch.pre, "cuda"), Workspace()
-    batch.sage("sm90", plan, ws, q_smooth="off")
-    dev = batch.q.device  # the pre-pass's key for the workspace views
-    kq, ks, vq, _ = ws.buffers(batch.hkv, plan.n_pad, batch.d, len(batch.ext), False, dev, True)
-    tiles = plan.tiles(128)
-    traced = dataclasses.replace(sage_sm90.spec_for(False, head_dim=batch.d), source=VARIANT)
-    trace = torch.zeros(batch.hq * tiles.shape[0] * 2 * SLOTS, dtype=torch.int64, device="cuda")
-    args = (batch.q, batch.o, kq, ks, vq, batch.qo_indptr, batch.kv_indptr, plan.blk_indptr, tiles,
-            batch.d**-0.5 * LOG2E)  # fmt: skip
-    shipped = lambda: sage_sm90.launch(*args)  # noqa: E731
-    return shipped, lambda: sage_sm90.launch(*args, spec=traced, trace=trace), trace
+    shipped = attention_launch(batch, plan, ws, sage_sm90.WS_FP16)
+    n_tiles = plan.tiles(sage_sm90.WS_FP16.block_m).shape[0]
+    trace = torch.zeros(batch.hq * n_tiles * 2 * SLOTS, dtype=torch.int64, device="cuda")
+    traced_spec = dataclasses.replace(sage_sm90.WS_FP16, source=VARIANT)
+    traced = attention_launch(batch, plan, ws, traced_spec, pack=False, trace=trace)
+    return shipped, traced, trace
 
 
 def least_squares(xs: list[int], ys: list[int]) -> tuple[float, float]:
