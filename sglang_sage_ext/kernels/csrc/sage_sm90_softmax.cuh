@@ -7,26 +7,13 @@
 
 namespace {
 
-__device__ __forceinline__ float int_as_biased_float(int x) {
-  return __int_as_float(x + 0x4B400000);  // == float(x) + 12582912 for |x| < 2^22
-}
-
-constexpr float kI2FBias = 12582912.f;  // the float whose bits are 0x4B400000
-
-#ifndef SAGE_AB_BIASED_FLOAT
-#define SAGE_AB_BIASED_FLOAT 0
-#endif
-// How an INT32 score becomes a float times its key's scale: I2FP.F32.S32 and one FMUL (the
-// default), or (A/B, bench/variants/ab_previous.cu, the code before 2026-11-28) an integer
-// add into a biased float and one FFMA with a bias term per key (-kI2FBias * scale), which costs
-// an IADD per score and two FMULs per key pair: I2FP runs on the ALU pipe, not at MUFU's quarter
-// rate as Triton's I2F did. I2FP is also exact where the bias term was rounded.
-constexpr bool kBiasedFloat = SAGE_AB_BIASED_FLOAT;
-
-// Score e of a key pair in log2 units (before the query scale).
-__device__ __forceinline__ float dequant_score(int s, float4 sb, int e) {
-  if constexpr (kBiasedFloat) return fmaf(int_as_biased_float(s), (e & 1) ? sb.y : sb.x, (e & 1) ? sb.w : sb.z);
-  return __int2float_rn(s) * ((e & 1) ? sb.y : sb.x);
+// Score e of a key pair in log2 units (before the query scale): I2FP.F32.S32 and one FMUL by
+// the key's scale. I2FP runs on the ALU pipe, not at MUFU's quarter rate as Triton's I2F does,
+// so the Triton kernels' biased-float trick (an integer add into 1.5 * 2^23, an FFMA with a bias
+// term per key) measured slower here, and it rounded where I2FP is exact
+// (bench/results/sm90-i2fp-h200-2026-11-28).
+__device__ __forceinline__ float dequant_score(int s, float2 scales, int e) {
+  return __int2float_rn(s) * ((e & 1) ? scales.y : scales.x);
 }
 
 // Score e (rows row0 + 8 (e >> 1), key key0 + (e & 1)) of a key pair, finished as both softmax
@@ -34,22 +21,16 @@ __device__ __forceinline__ float dequant_score(int s, float4 sb, int e) {
 // -inf where the bottom-right causal mask hides the key from the row (`limit0`: row0's last
 // visible key).
 template <bool Masked>
-__device__ __forceinline__ float finished_score(int s, float4 sb, float2 c, const float (&qs)[2], int e, int key0,
-                                                int limit0) {
-  float x = dequant_score(s, sb, e);
+__device__ __forceinline__ float finished_score(int s, float2 scales, float2 c, const float (&qs)[2], int e,
+                                                int key0, int limit0) {
+  float x = dequant_score(s, scales, e);
   if constexpr (kQSmooth) x = fmaf(x, qs[e >> 1], (e & 1) ? c.y : c.x);
   if (Masked && key0 + (e & 1) > limit0 + ((e >> 1) << 3)) x = -INFINITY;
   return x;
 }
 
-// A key pair's scales and their bias terms (-kI2FBias times each), as softmax_scores takes them.
-__device__ __forceinline__ float4 with_bias(float2 scales) {
-  return make_float4(scales.x, scales.y, -kI2FBias * scales.x, -kI2FBias * scales.y);
-}
-
 // This thread's 32 key scales of a tile (columns 8j + 2(lane % 4) and the next), read from
 // shared memory where each pair is used (pinned there, which keeps register pressure down).
-// scale_bias(j): the pair's scales and -kI2FBias times them (computed: two FMULs per pair).
 struct SmemKeyScales {
   uint32_t addr;  // the tile's first scale
   __device__ __forceinline__ float2 get(int j) const {
@@ -59,64 +40,30 @@ struct SmemKeyScales {
                  : "r"(addr + (8 * j + 2 * (threadIdx.x & 3)) * 4));
     return v;
   }
-  __device__ __forceinline__ float4 scale_bias(int j) const {
-    return with_bias(get(j));
-  }
 };
 
-// The same pairs in the BLOCKED layout's quads (ks[2i], ks[2i+1], -kI2FBias ks[2i],
-// -kI2FBias ks[2i+1]), written by the pre-pass. With the biased-float conversion, head_dim 64
-// read the stored bias terms (+8-9 %), head_dim 128 computed them; with I2FP only the scales are
-// read.
-constexpr bool kStoredBias = kBiasedFloat && kHeadDim == 64;
+// The same pairs in the BLOCKED layout's quads (ks[2i], ks[2i+1], then two bias terms that the
+// pre-pass still writes and no kernel reads), one 16-byte quad per pair.
 struct SmemKeyQuads {
   uint32_t addr;  // the tile's first quad
-  __device__ __forceinline__ uint32_t at(int j) const { return addr + (4 * j + (threadIdx.x & 3)) * 16; }
-  __device__ __forceinline__ float4 scale_bias(int j) const {
-    float4 v;
-    if constexpr (kStoredBias) {
-      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-                   : "r"(at(j)));
-    } else {
-      v = with_bias(scales(j));
-    }
-    return v;
-  }
-  __device__ __forceinline__ float2 scales(int j) const {
+  __device__ __forceinline__ float2 get(int j) const {
     float2 v;
-    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(at(j)));
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
+                 : "=f"(v.x), "=f"(v.y)
+                 : "r"(addr + (4 * j + (threadIdx.x & 3)) * 16));
     return v;
   }
 };
 
 // ... or loaded into registers ahead of time, off the softmax's path (measured 2-5 % faster).
-// The 16 scale pairs (bias terms, for the biased-float A/B build, computed where used).
-struct RegKeyScalePairs {
+struct RegKeyScales {
   float2 v[16];
   __device__ __forceinline__ void load(SmemKeyQuads from) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j) v[j] = from.scales(j);
+    for (int j = 0; j < 16; ++j) v[j] = from.get(j);
   }
-  __device__ __forceinline__ float4 scale_bias(int j) const {
-    return with_bias(v[j]);
-  }
+  __device__ __forceinline__ float2 get(int j) const { return v[j]; }
 };
-// Biased-float A/B build, head_dim 64: half of the quads; the other half is read where used, and
-// those loads issue under the first half's work. All 16 quads would not fit: O, the scores and
-// P's fragments already take most of a consumer's 240 registers (ptxas spilled).
-struct RegKeyQuadsHalf {
-  static constexpr int kHeld = 8;
-  float4 v[kHeld];
-  SmemKeyQuads rest;
-  __device__ __forceinline__ void load(SmemKeyQuads from) {
-    rest = from;
-#pragma unroll
-    for (int j = 0; j < kHeld; ++j) v[j] = from.scale_bias(j);
-  }
-  __device__ __forceinline__ float4 scale_bias(int j) const { return j < kHeld ? v[j] : rest.scale_bias(j); }
-};
-using RegKeyScales = std::conditional_t<kStoredBias, RegKeyQuadsHalf, RegKeyScalePairs>;
 
 // Scores of one tile -> unnormalised probabilities in place (s reinterpreted as float). The
 // running max moves only when some row of the warp grew by more than 8 (log2 units), so O is
@@ -137,11 +84,11 @@ __device__ __forceinline__ void softmax_scores(int (&s)[64], const KeyScales& ks
   for (int i = 0; i < 8; ++i) mx4[i >> 2][i & 3] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
-    const float4 sb = ks2.scale_bias(j);  // two keys' scales and their bias terms
+    const float2 sc = ks2.get(j);  // two keys' scales
     const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float x = finished_score<Masked>(s[4 * j + e], sb, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
+      const float x = finished_score<Masked>(s[4 * j + e], sc, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
       t[4 * j + e] = x;
       mx4[e >> 1][j & 3] = fmaxf(mx4[e >> 1][j & 3], x);
     }

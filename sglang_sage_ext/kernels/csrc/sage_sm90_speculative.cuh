@@ -84,12 +84,12 @@ __device__ __forceinline__ void softmax_speculative(int (&s)[64], const KeyScale
   for (int i = 0; i < 8; ++i) mx4[i >> 2][i & 3] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
-    const float4 sb = ks2.scale_bias(j);
+    const float2 sc = ks2.get(j);
     const float2 c = kQSmooth ? cq2.get(j) : make_float2(0.f, 0.f);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int r = e >> 1;
-      const float x = finished_score<Masked>(s[4 * j + e], sb, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
+      const float x = finished_score<Masked>(s[4 * j + e], sc, c, qs, e, n0 + 8 * j + 2 * t4, limit0);
       mx4[r][j & 3] = fmaxf(mx4[r][j & 3], x);
       t[4 * j + e] = exp2f(kQSmooth ? x + neg_m[r] : fmaf(x, qs[r], neg_m[r]));
     }

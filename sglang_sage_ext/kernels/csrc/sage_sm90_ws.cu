@@ -23,7 +23,7 @@
 // so that each tile is one contiguous, already swizzled block: INT8 K [Hkv, n_pad, 128 bytes]
 // with the 16-byte chunks of key row r at chunk c ^ (r % 8) (D = 64 fills the first four
 // chunks), per key pair a quad of fp32 (two scales, then two bias terms -1.5 * 2^23 * scale that
-// only the biased-float A/B build reads, see kBiasedFloat), and
+// the pre-pass still writes and no kernel reads), and
 // FP16 V^T in 64-key blocks [Hkv, n_pad / 64, D channels, 64 keys] with chunk c of channel row
 // d at c ^ (d % 8). A 128-key tile (D = 128) is then 16 KB of K, 1 KB of quads and 32 KB of V,
 // each copied verbatim into the 128-byte-swizzled tiles that the wgmma descriptors read.
