@@ -2,7 +2,7 @@
 """Where a CTA of the warp-specialized Hopper kernel spends its time, per shape (GPU, sm90).
 
 Not a test. Launches `bench/variants/trace_phases.cu` (the shipped kernel with SAGE_TRACE on:
-clock64 marks per CTA and consumer warpgroup, see the head of csrc/sage_sm90_ws.cu) once per
+clock64 marks per CTA and consumer warpgroup, see csrc/sage_sm90_pipeline.cuh) once per
 shape after timing it beside the shipped build, then reports:
 * `fit`: a least-squares line, cycles of a consumer = intercept + per_tile * n_tiles, over all
   CTAs; `overhead_tiles` = intercept / per_tile, the fixed cost of a CTA in key tiles;
