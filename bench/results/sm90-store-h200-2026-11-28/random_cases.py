@@ -1,8 +1,8 @@
 """The 1000-case suite's random batches (tests/gpu/test_sage_extend_kernel_gpu.py), for as many
-cases as fit in a time budget, on the Hopper CUDA kernel alone (Q smoothing off and on): rel-L2
-vs float64 per family, NaN in written rows, rows past the batch touched.
+cases as fit in a time budget, on the Hopper CUDA kernel alone (Q smoothing off and on) in one
+P·V mode: rel-L2 vs float64 per family, NaN in written rows, rows past the batch touched.
 
-usage (repo root, GPU): python3 <this file> SECONDS
+usage (repo root, GPU): python3 <this file> SECONDS [fp16|fp8]
 """
 
 import math
@@ -16,6 +16,8 @@ import torch
 sys.path.insert(0, ".")
 import tests.gpu.test_sage_extend_kernel_gpu as suite
 from sglang_sage_ext.kernels.paged_sage import sage_extend_attention
+
+PV = sys.argv[2] if len(sys.argv) > 2 else "fp16"
 
 
 def one_case(i: int, rng: random.Random, gen: torch.Generator) -> list[tuple]:
@@ -32,7 +34,7 @@ def one_case(i: int, rng: random.Random, gen: torch.Generator) -> list[tuple]:
         shape = (q.shape[0], spec["hq"], spec["d"])
         o = torch.full(shape, float("nan"), dtype=q.dtype, device="cuda")
         sage_extend_attention(
-            q, k, v, o, kb, vb, qo, kvp, kvi, max(spec["ext"]), sm_scale, pv_mode="fp16",
+            q, k, v, o, kb, vb, qo, kvp, kvi, max(spec["ext"]), sm_scale, pv_mode=PV,
             kernel="sm90", q_smooth=smooth,
         )  # fmt: skip
         out = o[:n].double()
@@ -47,7 +49,7 @@ def main(budget: float) -> None:
     while time.time() - t0 < budget:
         rows += one_case(i, rng, gen)
         i += 1
-    print(f"{i} cases x 2 builds in {time.time() - t0:.0f} s")
+    print(f"{PV} P.V: {i} cases x 2 builds in {time.time() - t0:.0f} s")
     for fam in suite.FAMILIES:
         for smooth in ("off", "on"):
             r = [x for x in rows if x[0] == fam and x[1] == smooth]
