@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from sglang_sage_ext.cli.bench import mmlu
 from sglang_sage_ext.cli.main import main
-from tests.fixtures.fake_sglang import FakeModel, fake_server
+from tests.fixtures.fake_sglang import FakeModel, fake_server, perplexity_attach_args
 
 
 def _invoke(args, out):
@@ -113,24 +113,8 @@ def test_perplexity_attach_shift(tmp_path, tiny_model_dir):
         fake_server(FakeModel("sage_attn", logprob_shift=shift)) as s_url,
         fake_server(FakeModel()) as b_url,
     ):
-        res = _invoke(
-            [
-                "perplexity",
-                "--sage-url",
-                s_url,
-                "--baseline-url",
-                b_url,
-                "--text-file",
-                str(text),
-                "--tokenizer",
-                str(tiny_model_dir),
-                "--context-length",
-                "64",
-                "--max-tokens",
-                "300",
-            ],
-            tmp_path / "o",
-        )
+        args = perplexity_attach_args(s_url, b_url, text, tiny_model_dir, 64)
+        res = _invoke([*args, "--max-tokens", "300"], tmp_path / "o")
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "o" / "perplexity.json").read_text())
     assert doc["config"]["windows"] > 1 and doc["results"]["sage"]["tokens"] > 100

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from sglang_sage_ext.cli.bench import server_args, verdict
 from sglang_sage_ext.cli.main import main
-from tests.fixtures.fake_sglang import FakeModel, fake_server
+from tests.fixtures.fake_sglang import FakeModel, fake_server, perplexity_attach_args
 
 
 def _invoke(args, out=None):
@@ -68,22 +68,8 @@ def test_perplexity_reply_without_logprobs(tmp_path, tiny_model_dir):
         fake_server(FakeModel("sage_attn", fault="no_logprobs")) as s_url,
         fake_server(FakeModel()) as b_url,
     ):
-        res = _invoke(
-            [
-                "perplexity",
-                "--sage-url",
-                s_url,
-                "--baseline-url",
-                b_url,
-                "--text-file",
-                str(text),
-                "--tokenizer",
-                str(tiny_model_dir),
-                "--context-length",
-                "32",
-            ],
-            tmp_path / "o",
-        )
+        args = perplexity_attach_args(s_url, b_url, text, tiny_model_dir, 32)
+        res = _invoke(args, tmp_path / "o")
     _clean(res, 1, "meta_info.input_token_logprobs is missing")
 
 
